@@ -1,0 +1,1 @@
+"""asrtune: reproducible domain adaptation of speech recognition models."""

@@ -1,0 +1,38 @@
+"""Fun-ASR-Nano ChatML records, exactly as its trainer reads them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def speech_length(duration_s: float) -> int:
+    """Number of 10 ms fbank frames (25 ms window) Fun-ASR computes for this duration."""
+    duration_ms = int(round(duration_s * 1000))
+    return max(0, (duration_ms - 25) // 10 + 1)
+
+
+def record(key: str, audio_path: str, text: str, duration_s: float, text_length: int,
+           system: str, prompt: str) -> dict:
+    return {
+        "key": key,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"{prompt}<|startofspeech|>!{audio_path}<|endofspeech|>"},
+            {"role": "assistant", "content": text},
+        ],
+        "speech_length": speech_length(duration_s),
+        "text_length": text_length,
+    }
+
+
+def audio_path_for(manifest_path: str, mode: str) -> str:
+    """Manifests hold repository-relative paths; 'absolute' resolves them for tools run elsewhere."""
+    if mode == "absolute" and not os.path.isabs(manifest_path):
+        return Path(os.path.abspath(manifest_path)).as_posix()
+    return manifest_path
+
+
+def key_for(corpus: str, utt_id: str) -> str:
+    """Keys carry the corpus name so utterances stay distinct once corpora are mixed."""
+    return f"{corpus}-{utt_id}"

@@ -1,0 +1,26 @@
+"""The `asrtune` command: one subcommand per pipeline stage (dvc.yaml runs them)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from asrtune.errors import UserError
+from asrtune.stages import base, ingest, jsonl, mix, split
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproducible domain adaptation of speech recognition models. Stages run from dvc.yaml.")
+app.command("base")(base.run)
+app.command("ingest")(ingest.run)
+app.command("jsonl")(jsonl.run)
+app.command("split")(split.run)
+app.command("mix")(mix.run)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,118 @@
+"""params.yaml: load and validate, so a typo or a bad value fails in one line before any compute."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from asrtune.errors import UserError
+
+PARAMS_FILE = Path("params.yaml")
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Model(Strict):
+    family: Literal["whisper"] = "whisper"
+    base: str = "offline:whisper-base"
+
+
+class Corpus(Strict):
+    role: Literal["general", "domain"]
+    # a demo topic (demo/<topic>.yaml), a Kaldi dir, a folder of audio + .txt, a .csv/.tsv, or a Fun-ASR ChatML .jsonl
+    source: str
+    format: Literal["auto", "demo", "kaldi", "folder", "csv", "chatml"] = "auto"
+    utterances: Annotated[int, Field(gt=0)] = 400  # demo only
+    speakers: Annotated[int, Field(gt=0)] = 20  # demo only
+    seed: int = 0  # demo only
+    path_column: str | None = None  # csv only: default path|audio|wav|file
+    text_column: str | None = None  # csv only: default text|transcript|sentence
+    speaker_column: str | None = None  # csv only: default speaker|spk|client_id when present
+    id_column: str | None = None  # csv only: default id|utt_id|key when present, else the audio file stem
+
+
+class Data(Strict):
+    corpora: dict[Name, Corpus]
+    min_duration: Annotated[float, Field(ge=0)] = 0.1
+    max_duration: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("corpora")
+    @classmethod
+    def _roles(cls, corpora):
+        if not corpora:
+            raise ValueError("declare at least one corpus")
+        return corpora
+
+
+class Jsonl(Strict):
+    system: str = "You are a helpful assistant."
+    prompt: str = "语音转写："
+    audio_paths: Literal["relative", "absolute"] = "relative"
+
+
+class Split(Strict):
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    by: Literal["speaker", "utterance"] = "speaker"
+    seed: int = 42
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, r):
+        if any(x < 0 for x in r) or not math.isclose(sum(r), 1.0, abs_tol=1e-6):
+            raise ValueError(f"must be three non-negative numbers (train, val, test) summing to 1, got {list(r)}")
+        if r[0] == 0:
+            raise ValueError("the train share must be above 0")
+        return r
+
+
+class MixStage(Strict):
+    general: Annotated[float, Field(ge=0, lt=1)]
+
+
+class Mix(Strict):
+    seed: int = 42
+    stages: dict[Name, MixStage]
+
+    @field_validator("stages")
+    @classmethod
+    def _nonempty(cls, stages):
+        if not stages:
+            raise ValueError("declare at least one curriculum stage")
+        return stages
+
+
+class Params(Strict):
+    model: Model = Model()
+    data: Data
+    jsonl: Jsonl = Jsonl()
+    split: Split = Split()
+    mix: Mix
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load(path: Path = PARAMS_FILE) -> Params:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run asrtune from the repository root)") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as e:
+        raise UserError(f"{path}: " + "; ".join(_describe(err) for err in e.errors())) from None

@@ -1,0 +1,33 @@
+"""Where each stage writes (relative to the repository root, where DVC runs the commands)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_MODEL = Path("models/base")
+
+
+def ingest_dir(corpus: str) -> Path:
+    return Path("data/ingest") / corpus
+
+
+def manifest(corpus: str) -> Path:
+    return ingest_dir(corpus) / "manifest.jsonl"
+
+
+def jsonl(corpus: str) -> Path:
+    return Path("data/jsonl") / f"{corpus}.jsonl"
+
+
+def split_dir(corpus: str) -> Path:
+    return Path("data/split") / corpus
+
+
+def mix_dir(stage: str) -> Path:
+    return Path("data/mix") / stage
+
+
+def cache_dir() -> Path:
+    """Downloads and other re-creatable files: never a DVC output (ASRTUNE_CACHE overrides)."""
+    return Path(os.environ.get("ASRTUNE_CACHE", ".cache/asrtune"))

@@ -1,0 +1,1 @@
+"""One module per pipeline stage: read params, call the library, write outputs."""

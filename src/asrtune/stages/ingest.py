@@ -1,0 +1,78 @@
+"""ingest <corpus>: check every utterance, make audio 16 kHz mono, write manifest + rejected.tsv."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from asrtune import params, paths
+from asrtune.errors import UserError
+from asrtune.ingestion import ingest
+from asrtune.manifest import write_jsonl, write_rejected
+from asrtune.params import Corpus
+from asrtune.sources import Item, read_chatml, read_folder, read_kaldi, read_table
+
+
+def detect_format(corpus: Corpus, name: str) -> str:
+    src = Path(corpus.source)
+    if not src.exists():
+        raise UserError(f"data.corpora.{name}.source: {src} does not exist")
+    if corpus.format != "auto":
+        return corpus.format
+    if src.is_dir():
+        return "kaldi" if (src / "wav.scp").exists() else "folder"
+    formats = {".yaml": "demo", ".yml": "demo", ".csv": "csv", ".tsv": "csv", ".jsonl": "chatml", ".json": "chatml"}
+    if src.suffix.lower() not in formats:
+        raise UserError(f"data.corpora.{name}.source: {src}: cannot tell the format from the name; set data.corpora.{name}.format")
+    return formats[src.suffix.lower()]
+
+
+def read_items(corpus: Corpus, fmt: str) -> Iterator[Item]:
+    src = Path(corpus.source)
+    if fmt == "demo":
+        from asrtune.demo_corpus import read_demo
+
+        return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed)
+    if fmt == "kaldi":
+        return read_kaldi(src)
+    if fmt == "folder":
+        return read_folder(src)
+    if fmt == "csv":
+        columns = {"path": corpus.path_column, "text": corpus.text_column, "speaker": corpus.speaker_column, "id": corpus.id_column}
+        return read_table(src, columns)
+    return read_chatml(src)
+
+
+def run(corpus: str) -> None:
+    """Ingest one corpus of data.corpora."""
+    p = params.load()
+    if corpus not in p.data.corpora:
+        raise UserError(f"data.corpora has no corpus '{corpus}' (have: {', '.join(p.data.corpora)})")
+    spec = p.data.corpora[corpus]
+    fmt = detect_format(spec, corpus)
+    out = paths.ingest_dir(corpus)
+    shutil.rmtree(out, ignore_errors=True)
+    result = ingest(read_items(spec, fmt), out / "audio", paths.cache_dir() / "http",
+                    p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}")
+    n_in = len(result.accepted) + len(result.rejected)
+    write_jsonl(paths.manifest(corpus), result.accepted)
+    write_rejected(out / "rejected.tsv", result.rejected)
+    hours = sum(r["duration"] for r in result.accepted) / 3600
+    summary = {"corpus": corpus, "format": fmt, "source": spec.source, "in": n_in, "accepted": len(result.accepted),
+               "rejected": len(result.rejected), "reasons": dict(sorted(result.reasons.items())),
+               "converted": result.converted, "hours": round(hours, 4),
+               "speakers": len({r["speaker"] for r in result.accepted if r["speaker"]})}
+    if fmt == "demo":
+        from asrtune.demo_corpus import load_topic
+
+        (out / "terms.txt").write_text("".join(t + "\n" for t in load_topic(Path(spec.source)).terms), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    print(f"ingest {corpus} ({fmt}, {spec.source}): {n_in} in = {len(result.accepted)} accepted + {len(result.rejected)} rejected; "
+          f"{hours:.3f} h, {summary['speakers']} speakers, {result.converted} converted to 16 kHz mono")
+    for reason, count in sorted(result.reasons.items()):
+        print(f"  rejected {reason:<18} {count:>6}   (see {out / 'rejected.tsv'})")
+    if not result.accepted:
+        raise UserError(f"{spec.source}: no usable utterances in corpus '{corpus}' (reasons in {out / 'rejected.tsv'})")
