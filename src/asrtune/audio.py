@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 SAMPLE_RATE = 16000
 
@@ -58,6 +56,9 @@ def to_16k_mono(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     if sample_rate != SAMPLE_RATE:
+        import torch  # imported here: a CLI that only probes headers should not pay for torch
+        import torchaudio.functional as AF
+
         samples = AF.resample(torch.from_numpy(samples), sample_rate, SAMPLE_RATE).numpy()
     return samples
 

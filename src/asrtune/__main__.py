@@ -1,0 +1,3 @@
+from asrtune.cli import main
+
+main()

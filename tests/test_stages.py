@@ -1,0 +1,185 @@
+"""Stage commands end to end in a scratch repo: outputs, params validation, errors in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asrtune import chatml, mixing
+from asrtune.splitting import assign
+from conftest import REPO, read_jsonl
+
+ASRTUNE = [sys.executable, "-m", "asrtune"]
+
+
+def params_for(tmp: Path, tiny_whisper_dir: Path, **overrides) -> dict:
+    """The repository's params.yaml on a tiny demo and the tiny model, plus `overrides` (dotted keys)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["model"]["base"] = str(tiny_whisper_dir)
+    params["data"]["corpora"] = {
+        "general": {"role": "general", "source": str(REPO / "demo/general.yaml"), "utterances": 24, "speakers": 6},
+        "medical": {"role": "domain", "source": str(REPO / "demo/medical.yaml"), "utterances": 12, "speakers": 4},
+    }
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    return params
+
+
+def asrtune(tmp: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ASRTUNE, *args], cwd=tmp, capture_output=True, text=True)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in error[0], error[0]
+
+
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory, tiny_whisper_dir) -> Path:
+    """base, ingest, jsonl, split, mix run once on a tiny demo; tests read the outputs."""
+    tmp = tmp_path_factory.mktemp("repo")
+    params_for(tmp, tiny_whisper_dir)
+    asrtune(tmp, "base")
+    for corpus in ("general", "medical"):
+        for stage in ("ingest", "jsonl", "split"):
+            asrtune(tmp, stage, corpus)
+    for stage in ("s1", "s2", "s3"):
+        asrtune(tmp, "mix", stage)
+    return tmp
+
+
+def test_jsonl_records_are_funasr_chatml_sorted_by_key(demo_repo, whisper_tokenizer):
+    records = read_jsonl(demo_repo / "data/jsonl/medical.jsonl")
+    manifest = {r["id"]: r for r in read_jsonl(demo_repo / "data/ingest/medical/manifest.jsonl")}
+    assert len(records) == 12 and [r["key"] for r in records] == sorted(r["key"] for r in records)
+    r = records[0]
+    utt = manifest[r["key"].removeprefix("medical-")]
+    assert list(r) == ["key", "messages", "speech_length", "text_length"]
+    assert [m["role"] for m in r["messages"]] == ["system", "user", "assistant"]
+    assert r["messages"][0]["content"] == "You are a helpful assistant."
+    assert r["messages"][1]["content"] == f"语音转写：<|startofspeech|>!{utt['audio']}<|endofspeech|>"
+    assert r["messages"][2]["content"] == utt["text"]
+    assert r["speech_length"] == (int(round(utt["duration"] * 1000)) - 25) // 10 + 1
+    assert r["text_length"] == len(whisper_tokenizer(utt["text"], add_special_tokens=False)["input_ids"])
+    assert (demo_repo / utt["audio"]).is_file() and not Path(utt["audio"]).is_absolute()
+
+
+def test_demo_ships_its_term_list(demo_repo):
+    terms = (demo_repo / "data/ingest/medical/terms.txt").read_text(encoding="utf-8").split()
+    assert "阿莫西林" in terms and "胸部CT" in terms and terms == sorted(terms)
+    assert (demo_repo / "data/ingest/general/terms.txt").read_text() == ""
+
+
+def test_split_is_speaker_disjoint_and_complete(demo_repo):
+    manifest = {f"general-{r['id']}": r["speaker"] for r in read_jsonl(demo_repo / "data/ingest/general/manifest.jsonl")}
+    speakers = {}
+    for split in ("train", "val", "test"):
+        keys = [r["key"] for r in read_jsonl(demo_repo / f"data/split/general/{split}.jsonl")]
+        speakers[split] = {manifest[k] for k in keys}
+    assert sum(1 for s in ("train", "val", "test") for _ in read_jsonl(demo_repo / f"data/split/general/{s}.jsonl")) == 24
+    assert not (speakers["train"] & speakers["test"]) and not (speakers["train"] & speakers["val"])
+    assert not (speakers["val"] & speakers["test"]) and all(speakers.values())
+
+
+def test_mix_follows_the_general_share(demo_repo):
+    domain_train = len(read_jsonl(demo_repo / "data/split/medical/train.jsonl"))
+    for stage, share in (("s1", 0.5), ("s2", 0.2), ("s3", 0.0)):
+        keys = [r["key"] for r in read_jsonl(demo_repo / f"data/mix/{stage}/train.jsonl")]
+        general = [k for k in keys if k.startswith("general-")]
+        assert len(keys) - len(general) == domain_train
+        assert len(general) == mixing.general_count(domain_train, share)
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    summary = json.loads((demo_repo / "data/mix/s1/summary.json").read_text())
+    assert summary["train"]["general"] == domain_train
+
+
+def test_mix_warns_when_general_runs_short(demo_repo, tiny_whisper_dir, tmp_path):
+    shutil.copytree(demo_repo / "data", tmp_path / "data")
+    params_for(tmp_path, tiny_whisper_dir, **{"mix.stages": {"big": {"general": 0.95}}})
+    proc = asrtune(tmp_path, "mix", "big")
+    assert "only" in proc.stderr and "using all of them" in proc.stderr
+    n_general = len(read_jsonl(tmp_path / "data/split/general/train.jsonl"))
+    assert json.loads((tmp_path / "data/mix/big/summary.json").read_text())["train"]["general"] == n_general
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ({"split.ratios": [0.8, 0.3, 0.1]}, ["split.ratios", "summing to 1"]),
+    ({"split.ratioz": [0.8, 0.1, 0.1]}, ["split.ratioz: unknown key"]),
+    ({"mix.stages": {"s1": {"general": 1.0}}}, ["mix.stages.s1.general", "less than 1"]),
+    ({"split.by": "room"}, ["split.by", "'speaker' or 'utterance'"]),
+])
+def test_bad_params_fail_in_one_line_naming_the_key(tmp_path, tiny_whisper_dir, override, fragments):
+    params_for(tmp_path, tiny_whisper_dir, **override)
+    assert_one_line_error(asrtune(tmp_path, "split", "general", ok=False), "params.yaml", *fragments)
+
+
+def test_missing_source_names_the_path(tmp_path, tiny_whisper_dir):
+    params_for(tmp_path, tiny_whisper_dir, **{"data.corpora.medical.source": "nowhere/corpus"})
+    assert_one_line_error(asrtune(tmp_path, "ingest", "medical", ok=False), "data.corpora.medical.source", "nowhere/corpus")
+
+
+def test_corpus_with_nothing_usable_stops_the_stage(tmp_path, tiny_whisper_dir):
+    kaldi = tmp_path / "k"
+    kaldi.mkdir()
+    (kaldi / "wav.scp").write_text("a /no/such.wav\n", encoding="utf-8")
+    (kaldi / "text").write_text("a 文本\n", encoding="utf-8")
+    params_for(tmp_path, tiny_whisper_dir, **{"data.corpora.medical.source": str(kaldi)})
+    proc = asrtune(tmp_path, "ingest", "medical", ok=False)
+    assert_one_line_error(proc, str(kaldi), "no usable utterances")
+    assert "missing_audio" in proc.stdout
+    assert (tmp_path / "data/ingest/medical/rejected.tsv").read_text().count("\n") == 2
+
+
+def test_missing_upstream_output_names_the_stage(tmp_path, tiny_whisper_dir):
+    params_for(tmp_path, tiny_whisper_dir)
+    assert_one_line_error(asrtune(tmp_path, "split", "general", ok=False), "dvc repro ingest@general")
+
+
+def test_unreachable_hub_id_says_how_to_work_offline(tmp_path, tiny_whisper_dir, monkeypatch):
+    params_for(tmp_path, tiny_whisper_dir, **{"model.base": "openai/whisper-nonexistent-xyz"})
+    proc = subprocess.run([*ASRTUNE, "base"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(proc, "openai/whisper-nonexistent-xyz", "local directory", "offline:whisper-base")
+
+
+def test_speech_length_matches_funasr_fbank_frames():
+    assert chatml.speech_length(1.0) == 98  # (1000 - 25) // 10 + 1
+    assert chatml.speech_length(0.025) == 1
+    assert chatml.speech_length(0.0) == 0
+
+
+def test_split_assignment_is_seeded_and_near_the_ratios():
+    groups = [(f"u{i:03d}", f"spk{i % 20}") for i in range(400)]
+    a, b = assign(groups, (0.8, 0.1, 0.1), 42), assign(groups, (0.8, 0.1, 0.1), 42)
+    assert a == b and a != assign(groups, (0.8, 0.1, 0.1), 7)
+    counts = {s: sum(1 for v in a.values() if v == s) for s in ("train", "val", "test")}
+    assert counts == {"train": 320, "val": 40, "test": 40}
+    by_utt = assign([(f"u{i}", f"u{i}") for i in range(1000)], (0.7, 0.0, 0.3), 1)
+    assert sum(v == "val" for v in by_utt.values()) == 0 and sum(v == "test" for v in by_utt.values()) == 300
+
+
+def test_general_count_is_the_forks_formula():
+    assert mixing.general_count(240, 0.5) == 240
+    assert mixing.general_count(240, 0.2) == 60
+    assert mixing.general_count(100, 0.3) == 42  # int(42.857...)
+    assert mixing.general_count(240, 0.0) == 0
+    assert mixing.choose(10, 20, "s") == (set(range(10)), True)
+    assert mixing.choose(10, 3, "s") == mixing.choose(10, 3, "s")
