@@ -66,14 +66,18 @@ def sentences(topic: Topic, count: int, rng: random.Random, name: str) -> list[s
     """`count` distinct sentences (distinct, so a test sentence is never a copy of a training one)."""
     out: list[str] = []
     seen: set[str] = set()
-    for _ in range(count * 200):
+    misses = 0
+    while misses < 5000:  # that many repeats in a row: the templates are exhausted
         template = rng.choice(topic.templates)
         text = template.format(**{k: rng.choice(v) for k, v in topic.slots.items() if "{" + k + "}" in template})
-        if text not in seen:
-            seen.add(text)
-            out.append(text)
-            if len(out) == count:
-                return out
+        if text in seen:
+            misses += 1
+            continue
+        misses = 0
+        seen.add(text)
+        out.append(text)
+        if len(out) == count:
+            return out
     raise UserError(f"{name}: the templates give only {len(out)} distinct sentences, fewer than the {count} asked for")
 
 
