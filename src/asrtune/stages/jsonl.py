@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import islice
+from pathlib import Path
 
 from asrtune import chatml, params, paths
+from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl, write_jsonl
 
-BATCH = 1024  # tokenize in batches: the fast tokenizer is much quicker per batch than per text
+BATCH = 1024  # tokenize in batches: the Rust tokenizer is much quicker per batch than per text
 
 
-def records(corpus: str, tokenizer, cfg: params.Jsonl):
+def token_counter(model_dir: Path) -> Callable[[list[str]], list[int]]:
+    """Counts transcript tokens under the base model's tokenizer (no special tokens).
+
+    With a tokenizer.json the Rust `tokenizers` library does it alone, with no torch or
+    transformers import (seconds per stage); other tokenizers go through AutoTokenizer.
+    """
+    if (model_dir / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return lambda texts: [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def records(corpus: str, count_tokens, cfg: params.Jsonl):
     manifest = read_jsonl(paths.manifest(corpus), stage_hint=f"ingest@{corpus}")
     while batch := list(islice(manifest, BATCH)):
-        lengths = [len(ids) for ids in tokenizer([r["text"] for r in batch], add_special_tokens=False)["input_ids"]]
-        for r, n in zip(batch, lengths):
+        for r, n in zip(batch, count_tokens([r["text"] for r in batch])):
             yield chatml.record(chatml.key_for(corpus, r["id"]), chatml.audio_path_for(r["audio"], cfg.audio_paths),
                                 r["text"], r["duration"], n, cfg.system, cfg.prompt)
 
 
 def run(corpus: str) -> None:
     """Write data/jsonl/<corpus>.jsonl from the corpus manifest."""
-    from transformers import AutoTokenizer
-
     p = params.load()
     if not paths.BASE_MODEL.is_dir():
-        from asrtune.errors import UserError
-
         raise UserError(f"{paths.BASE_MODEL}: not found (run `dvc repro base` first)")
-    tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
-    n = write_jsonl(paths.jsonl(corpus), records(corpus, tokenizer, p.jsonl))
+    n = write_jsonl(paths.jsonl(corpus), records(corpus, token_counter(paths.BASE_MODEL), p.jsonl))
     print(f"jsonl {corpus}: {n} records -> {paths.jsonl(corpus)}")
