@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from asrtune.errors import UserError
 
@@ -22,6 +22,8 @@ class Strict(BaseModel):
 class Model(Strict):
     family: Literal["whisper"] = "whisper"
     base: str = "offline:whisper-base"
+    language: str = "zh"  # Whisper language token used for training and decoding
+    task: Literal["transcribe", "translate"] = "transcribe"
 
 
 class Corpus(Strict):
@@ -88,16 +90,75 @@ class Mix(Strict):
         return stages
 
 
+class Lora(Strict):
+    r: Annotated[int, Field(ge=0)] = 16  # 0 = full fine-tuning of the unfrozen decoder/LLM
+    alpha: Annotated[float, Field(gt=0)] = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: list[str] = ["self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj"]
+
+
+class TrainStage(Strict):
+    init: str  # models/base, or models/finetune/<an earlier stage>: where this stage starts from
+    epochs: Annotated[float, Field(gt=0)] = 2
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+
+
+class Train(Strict):
+    freeze_encoder: bool = True
+    freeze_adaptor: bool = True
+    freeze_llm: bool = False
+    lora: Lora = Lora()
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    grad_accum: Annotated[int, Field(gt=0)] = 1
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.1  # share of the steps
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 42
+    cache_encoder: bool = True  # frozen encoder: compute its outputs once, reuse every epoch and stage
+    cache_dtype: Literal["float16", "float32"] = "float16"
+    stages: dict[Name, TrainStage]
+
+
+class Decode(Strict):
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    num_beams: Annotated[int, Field(gt=0)] = 1
+    # repetition guard: at most this many tokens per second of audio (+8), and no repeated n-grams of this size (0 = off)
+    max_tokens_per_second: Annotated[float, Field(gt=0)] = 8.0
+    no_repeat_ngram_size: Annotated[int, Field(ge=0)] = 0
+
+
+class Normalize(Strict):
+    traditional_to_simplified: bool = True
+    numbers_to_arabic: bool = True
+    remove_punctuation: bool = True
+    lowercase: bool = True
+    fullwidth_to_halfwidth: bool = True
+
+
 class Params(Strict):
     model: Model = Model()
     data: Data
     jsonl: Jsonl = Jsonl()
     split: Split = Split()
     mix: Mix
+    train: Train
+    decode: Decode = Decode()
+    normalize: Normalize = Normalize()
+
+    @model_validator(mode="after")
+    def _stages_agree(self):
+        mix_names, train_names = list(self.mix.stages), list(self.train.stages)
+        if mix_names != train_names:
+            raise ValueError(f"train.stages must name the mix.stages in the same order: {mix_names}, got {train_names}")
+        allowed = ["models/base"]
+        for name, stage in self.train.stages.items():
+            if stage.init.rstrip("/") not in allowed:
+                raise ValueError(f"train.stages.{name}.init must be one of {allowed}, got {stage.init!r}")
+            allowed.append(f"models/finetune/{name}")
+        return self
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"])
+    key = ".".join(str(p) for p in error["loc"]) or "params"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":

@@ -31,3 +31,27 @@ def mix_dir(stage: str) -> Path:
 def cache_dir() -> Path:
     """Downloads and other re-creatable files: never a DVC output (ASRTUNE_CACHE overrides)."""
     return Path(os.environ.get("ASRTUNE_CACHE", ".cache/asrtune"))
+
+
+def finetune_dir(stage: str) -> Path:
+    return Path("models/finetune") / stage
+
+
+def train_plots_dir(stage: str) -> Path:
+    return Path("plots/finetune") / stage
+
+
+MERGED_MODEL = Path("models/merged")
+
+
+def model_dir(name: str) -> Path:
+    """Decode targets: `base` or `merged`."""
+    return BASE_MODEL if name == "base" else MERGED_MODEL
+
+
+def decode_file(model: str, corpus: str) -> Path:
+    return Path("data/decode") / model / f"{corpus}.tsv"
+
+
+def normalized_file(model: str, corpus: str) -> Path:
+    return Path("data/normalized") / model / f"{corpus}.jsonl"

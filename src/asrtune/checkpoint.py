@@ -1,0 +1,53 @@
+"""Fine-tuned stage outputs and how to load them.
+
+A finetune stage writes `models/finetune/<stage>/`: `asrtune.json` (family, init, kind) and either
+`adapter/` (LoRA, a peft adapter on top of its init model) or `model/` (full weights). Stage N's
+init is stage N-1's output, so loading follows the chain down to a plain model directory and
+folds each adapter in on the way: what comes back is a plain transformers model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from asrtune import families
+from asrtune.errors import UserError
+
+META = "asrtune.json"
+
+
+def root_of(path: Path) -> Path:
+    """The plain model directory a chain starts from (its processor is the chain's processor)."""
+    meta = path / META
+    if not meta.is_file():
+        return path
+    return root_of(Path(json.loads(meta.read_text())["init"]))
+
+
+def load(path: Path, family: str):
+    """A plain (merged) model from a base directory or a fine-tuned stage output."""
+    fam = families.get(family)
+    if not path.is_dir():
+        raise UserError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
+    meta_file = path / META
+    if not meta_file.is_file():
+        return fam.load_plain(path)
+    meta = json.loads(meta_file.read_text())
+    if meta["kind"] == "full":
+        return fam.load_plain(path / "model")
+    from peft import PeftModel
+
+    init = load(Path(meta["init"]), family)
+    return PeftModel.from_pretrained(init, path / "adapter").merge_and_unload()
+
+
+def save(model, out: Path, init: Path, family: str, lora: bool) -> None:
+    """Write a stage output: the adapter (LoRA) or the full weights, plus where it starts from."""
+    out.mkdir(parents=True, exist_ok=True)
+    if lora:
+        model.save_pretrained(out / "adapter")
+    else:
+        model.save_pretrained(out / "model")
+    meta = {"family": family, "init": init.as_posix().rstrip("/"), "kind": "lora" if lora else "full"}
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")

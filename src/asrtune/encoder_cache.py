@@ -1,0 +1,55 @@
+"""Frozen-encoder outputs, computed once per (encoder weights, audio) and reused every epoch and
+every curriculum stage. Lives under the asrtune cache (not a DVC output): it is re-creatable, and
+big (Whisper's encoder output is 1500 x d_model per clip whatever its length; float16 halves it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+
+def weights_digest(module: torch.nn.Module, extra: str = "") -> str:
+    """Identifies the encoder: same weights (and feature settings), same cache folder."""
+    h = hashlib.sha256(extra.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def audio_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:24]
+
+
+class EncoderCache:
+    def __init__(self, root: Path, encoder_id: str, dtype: str):
+        self.dir = root / f"{encoder_id}-{dtype}"
+        self.dtype = np.float16 if dtype == "float16" else np.float32
+        self._names: dict[str, Path] = {}
+
+    def path(self, audio: str) -> Path:
+        if audio not in self._names:
+            self._names[audio] = self.dir / f"{audio_digest(audio)}.npy"
+        return self._names[audio]
+
+    def fill(self, audio_paths: list[str], featurize, encode, batch_size: int) -> int:
+        """Compute what is missing; returns how many clips were encoded now."""
+        missing = sorted({a for a in audio_paths if not self.path(a).is_file()})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for start in tqdm(range(0, len(missing), batch_size), desc="encoder cache", unit="batch", mininterval=2.0):
+            chunk = missing[start : start + batch_size]
+            hidden = encode(featurize([sf.read(a, dtype="float32")[0] for a in chunk]))
+            for audio, h in zip(chunk, hidden):
+                tmp = self.path(audio).with_suffix(".tmp.npy")
+                np.save(tmp, h.cpu().numpy().astype(self.dtype))
+                tmp.replace(self.path(audio))  # whole files only, even if killed mid-write
+        return len(missing)
+
+    def load(self, audio: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(self.path(audio)).astype(np.float32))

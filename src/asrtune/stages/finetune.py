@@ -1,0 +1,130 @@
+"""finetune <stage>: train one curriculum stage on data/mix/<stage>, starting from its `init`
+(the base model, or the previous stage's best checkpoint by val loss).
+
+Freeze flags decide what learns; with train.lora.r > 0 an unfrozen decoder/LLM learns through
+LoRA. A frozen encoder's outputs are computed once and reused. A killed run resumes from its last
+checkpoint (kept under the asrtune cache, keyed by this stage's params, data and init).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from asrtune import checkpoint, families, params, paths
+from asrtune.errors import UserError
+from asrtune.manifest import read_jsonl
+
+
+def check_flags(p: params.Params) -> bool:
+    """Validates the freeze flags before any data or model is loaded; returns whether LoRA is used."""
+    t, fam = p.train, families.get(p.model.family)
+    if not fam.HAS_ADAPTOR and not t.freeze_adaptor:
+        print(f"note: the {fam.NAME} family has no adaptor; train.freeze_adaptor=false changes nothing")
+    frozen = [t.freeze_encoder, t.freeze_llm] + ([t.freeze_adaptor] if fam.HAS_ADAPTOR else [])
+    if all(frozen):
+        raise UserError("train: every component is frozen (freeze_encoder, freeze_adaptor, freeze_llm): nothing would learn")
+    return t.lora.r > 0 and not t.freeze_llm
+
+
+def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path) -> str:
+    """Identifies a run, so only a rerun of the very same training resumes its checkpoints."""
+    h = hashlib.sha256(json.dumps([p.model.model_dump(), p.train.model_dump(exclude={"stages"}),
+                                   p.train.stages[stage].model_dump()], sort_keys=True).encode())
+    for f in files:
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    for f in sorted(init.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(init)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def run(stage: str) -> None:
+    """Train curriculum stage <stage> into models/finetune/<stage>."""
+    p = params.load()
+    if stage not in p.train.stages:
+        raise UserError(f"train.stages has no stage '{stage}' (have: {', '.join(p.train.stages)})")
+    use_lora = check_flags(p)
+    t, cfg = p.train, p.train.stages[stage]
+    init, out, live_dir = Path(cfg.init), paths.finetune_dir(stage), paths.train_plots_dir(stage)
+    data = [paths.mix_dir(stage) / "train.jsonl", paths.mix_dir(stage) / "val.jsonl"]
+    for f in data:
+        if not f.is_file():
+            raise UserError(f"{f}: not found (run `dvc repro mix@{stage}` first)")
+    if not init.is_dir():
+        raise UserError(f"train.stages.{stage}.init: {init} not found (run `dvc repro` for the stage that writes it)")
+
+    import torch
+    import transformers
+    from dvclive import Live
+    from transformers import Trainer, TrainingArguments
+    from transformers.integrations import DVCLiveCallback
+
+    from asrtune import training
+    from asrtune.encoder_cache import EncoderCache, weights_digest
+
+    fam = families.get(p.model.family)
+    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
+    transformers.set_seed(t.seed)
+    model = checkpoint.load(init, p.model.family)
+    processor = fam.load_processor(checkpoint.root_of(init))
+    fam.freeze(model, t.freeze_encoder, t.freeze_llm)
+    if use_lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
+                                                      train_encoder=not t.freeze_encoder))
+    trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    total = sum(x.numel() for x in model.parameters())
+
+    prompt = fam.prompt_ids(processor.tokenizer, p.model.language, p.model.task)
+    train_ex, val_ex = (training.examples(read_jsonl(f)) for f in data)
+    cache = None
+    if t.freeze_encoder and t.cache_encoder:
+        enc = fam.encoder(model)
+        cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, json.dumps(processor.feature_extractor.to_dict(), sort_keys=True)), t.cache_dtype)
+        new = cache.fill([e.audio for e in train_ex + val_ex], lambda a: fam.features(processor, a),
+                         lambda f: fam.encode(model, f), t.batch_size)
+        print(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
+
+    def make_labels(text: str) -> list[int]:
+        return fam.labels(processor.tokenizer, text, prompt)
+
+    datasets = [training.SpeechDataset(ex, make_labels, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, warmup_steps=t.warmup, weight_decay=t.weight_decay,
+        lr_scheduler_type="linear", logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        prediction_loss_only=True, label_names=["labels"], remove_unused_columns=False, report_to=[],
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0, **training.device_settings(),
+    )
+    shutil.rmtree(live_dir, ignore_errors=True)
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    trainer = Trainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
+                      data_collator=training.collate, callbacks=[DVCLiveCallback(live=live)])
+    resume = training.last_checkpoint(ckpt_dir)
+    device = "cuda (bf16)" if args.bf16 else ("cuda" if torch.cuda.is_available() else "cpu (float32)")
+    print(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
+          f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
+          f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}"
+          + (f"; resuming from {resume.name}" if resume else ""))
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - start
+
+    shutil.rmtree(out, ignore_errors=True)
+    checkpoint.save(trainer.model, out, init, p.model.family, use_lora)
+    best = trainer.state.best_metric
+    summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
+               "steps": trainer.state.global_step, "resumed_from_step": training.checkpoint_step(resume) if resume else 0,
+               "best_val_loss": best, "train_loss": result.training_loss, "seconds": round(wall, 2),
+               "steps_per_second": round((trainer.state.global_step - (training.checkpoint_step(resume) if resume else 0)) / wall, 3)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
+    print(f"finetune {stage}: {summary['steps']} steps in {wall:.1f} s, best val loss {best:.4f} -> {out}")
