@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,3 +92,89 @@ def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+ASRTUNE = [sys.executable, "-m", "asrtune"]
+
+
+def params_for(tmp: Path, tiny_whisper_dir: Path, **overrides) -> dict:
+    """The repository's params.yaml on a tiny demo and the tiny model, plus `overrides` (dotted keys)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["model"]["base"] = str(tiny_whisper_dir)
+    params["data"]["corpora"] = {
+        "general": {"role": "general", "source": str(REPO / "demo/general.yaml"), "utterances": 24, "speakers": 6},
+        "medical": {"role": "domain", "source": str(REPO / "demo/medical.yaml"), "utterances": 12, "speakers": 4},
+    }
+    params["train"]["batch_size"] = 4
+    for stage in params["train"]["stages"].values():
+        stage["epochs"] = 1
+    params["decode"]["batch_size"] = 8
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    return params
+
+
+def asrtune(tmp: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ASRTUNE, *args], cwd=tmp, capture_output=True, text=True)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in error[0], error[0]
+
+
+@pytest.fixture(scope="session")
+def data_repo(tmp_path_factory, tiny_whisper_dir) -> Path:
+    """base, ingest, jsonl, split, mix run once on a tiny demo; tests read the outputs."""
+    tmp = tmp_path_factory.mktemp("repo")
+    params_for(tmp, tiny_whisper_dir)
+    asrtune(tmp, "base")
+    for corpus in ("general", "medical"):
+        for stage in ("ingest", "jsonl", "split"):
+            asrtune(tmp, stage, corpus)
+    for stage in ("s1", "s2", "s3"):
+        asrtune(tmp, "mix", stage)
+    return tmp
+
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture
+def dvc_repo(tmp_path, tiny_whisper_dir) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "dvc.yaml", repo)
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "demo", repo / "demo")
+    params = params_for(repo, tiny_whisper_dir)
+    for corpus in params["data"]["corpora"].values():  # dvc.yaml tracks sources as deps: keep them in the repo
+        corpus["source"] = os.path.relpath(corpus["source"], REPO)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    sh(repo, "git", "init", "-q")
+    sh(repo, str(BIN / "dvc"), "init", "-q")
+    sh(repo, str(BIN / "dvc"), "config", "core.analytics", "false")
+    return repo

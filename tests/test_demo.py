@@ -6,10 +6,10 @@ import random
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from asrtune.demo_corpus import VOICES, load_topic, read_demo, sentences
 from asrtune.errors import UserError
-from conftest import REPO
 
 
 def test_fresh_engines_give_identical_samples_for_every_voice():

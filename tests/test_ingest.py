@@ -8,16 +8,15 @@ import json
 import threading
 from collections import Counter
 from functools import partial
-from pathlib import Path
 
 import pytest
 import soundfile as sf
+from conftest import write_audio
 
 from asrtune import audio
 from asrtune.errors import UserError
 from asrtune.ingestion import ingest
 from asrtune.sources import Candidate, Rejection, read_chatml, read_folder, read_kaldi, read_table
-from conftest import write_audio
 
 
 def run_ingest(items, tmp_path, min_d=0.1, max_d=30.0):

@@ -5,70 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl
 
 from asrtune import chatml, mixing
 from asrtune.splitting import assign
-from conftest import REPO, read_jsonl
-
-ASRTUNE = [sys.executable, "-m", "asrtune"]
 
 
-def params_for(tmp: Path, tiny_whisper_dir: Path, **overrides) -> dict:
-    """The repository's params.yaml on a tiny demo and the tiny model, plus `overrides` (dotted keys)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["model"]["base"] = str(tiny_whisper_dir)
-    params["data"]["corpora"] = {
-        "general": {"role": "general", "source": str(REPO / "demo/general.yaml"), "utterances": 24, "speakers": 6},
-        "medical": {"role": "domain", "source": str(REPO / "demo/medical.yaml"), "utterances": 12, "speakers": 4},
-    }
-    for dotted, value in overrides.items():
-        node = params
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
-    return params
-
-
-def asrtune(tmp: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*ASRTUNE, *args], cwd=tmp, capture_output=True, text=True)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in error[0], error[0]
-
-
-@pytest.fixture(scope="module")
-def demo_repo(tmp_path_factory, tiny_whisper_dir) -> Path:
-    """base, ingest, jsonl, split, mix run once on a tiny demo; tests read the outputs."""
-    tmp = tmp_path_factory.mktemp("repo")
-    params_for(tmp, tiny_whisper_dir)
-    asrtune(tmp, "base")
-    for corpus in ("general", "medical"):
-        for stage in ("ingest", "jsonl", "split"):
-            asrtune(tmp, stage, corpus)
-    for stage in ("s1", "s2", "s3"):
-        asrtune(tmp, "mix", stage)
-    return tmp
-
-
-def test_jsonl_records_are_funasr_chatml_sorted_by_key(demo_repo, whisper_tokenizer):
-    records = read_jsonl(demo_repo / "data/jsonl/medical.jsonl")
-    manifest = {r["id"]: r for r in read_jsonl(demo_repo / "data/ingest/medical/manifest.jsonl")}
+def test_jsonl_records_are_funasr_chatml_sorted_by_key(data_repo, whisper_tokenizer):
+    records = read_jsonl(data_repo / "data/jsonl/medical.jsonl")
+    manifest = {r["id"]: r for r in read_jsonl(data_repo / "data/ingest/medical/manifest.jsonl")}
     assert len(records) == 12 and [r["key"] for r in records] == sorted(r["key"] for r in records)
     r = records[0]
     utt = manifest[r["key"].removeprefix("medical-")]
@@ -79,40 +27,40 @@ def test_jsonl_records_are_funasr_chatml_sorted_by_key(demo_repo, whisper_tokeni
     assert r["messages"][2]["content"] == utt["text"]
     assert r["speech_length"] == (int(round(utt["duration"] * 1000)) - 25) // 10 + 1
     assert r["text_length"] == len(whisper_tokenizer(utt["text"], add_special_tokens=False)["input_ids"])
-    assert (demo_repo / utt["audio"]).is_file() and not Path(utt["audio"]).is_absolute()
+    assert (data_repo / utt["audio"]).is_file() and not Path(utt["audio"]).is_absolute()
 
 
-def test_demo_ships_its_term_list(demo_repo):
-    terms = (demo_repo / "data/ingest/medical/terms.txt").read_text(encoding="utf-8").split()
+def test_demo_ships_its_term_list(data_repo):
+    terms = (data_repo / "data/ingest/medical/terms.txt").read_text(encoding="utf-8").split()
     assert "阿莫西林" in terms and "胸部CT" in terms and terms == sorted(terms)
-    assert (demo_repo / "data/ingest/general/terms.txt").read_text() == ""
+    assert (data_repo / "data/ingest/general/terms.txt").read_text() == ""
 
 
-def test_split_is_speaker_disjoint_and_complete(demo_repo):
-    manifest = {f"general-{r['id']}": r["speaker"] for r in read_jsonl(demo_repo / "data/ingest/general/manifest.jsonl")}
+def test_split_is_speaker_disjoint_and_complete(data_repo):
+    manifest = {f"general-{r['id']}": r["speaker"] for r in read_jsonl(data_repo / "data/ingest/general/manifest.jsonl")}
     speakers = {}
     for split in ("train", "val", "test"):
-        keys = [r["key"] for r in read_jsonl(demo_repo / f"data/split/general/{split}.jsonl")]
+        keys = [r["key"] for r in read_jsonl(data_repo / f"data/split/general/{split}.jsonl")]
         speakers[split] = {manifest[k] for k in keys}
-    assert sum(1 for s in ("train", "val", "test") for _ in read_jsonl(demo_repo / f"data/split/general/{s}.jsonl")) == 24
+    assert sum(1 for s in ("train", "val", "test") for _ in read_jsonl(data_repo / f"data/split/general/{s}.jsonl")) == 24
     assert not (speakers["train"] & speakers["test"]) and not (speakers["train"] & speakers["val"])
     assert not (speakers["val"] & speakers["test"]) and all(speakers.values())
 
 
-def test_mix_follows_the_general_share(demo_repo):
-    domain_train = len(read_jsonl(demo_repo / "data/split/medical/train.jsonl"))
+def test_mix_follows_the_general_share(data_repo):
+    domain_train = len(read_jsonl(data_repo / "data/split/medical/train.jsonl"))
     for stage, share in (("s1", 0.5), ("s2", 0.2), ("s3", 0.0)):
-        keys = [r["key"] for r in read_jsonl(demo_repo / f"data/mix/{stage}/train.jsonl")]
+        keys = [r["key"] for r in read_jsonl(data_repo / f"data/mix/{stage}/train.jsonl")]
         general = [k for k in keys if k.startswith("general-")]
         assert len(keys) - len(general) == domain_train
         assert len(general) == mixing.general_count(domain_train, share)
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
-    summary = json.loads((demo_repo / "data/mix/s1/summary.json").read_text())
+    summary = json.loads((data_repo / "data/mix/s1/summary.json").read_text())
     assert summary["train"]["general"] == domain_train
 
 
-def test_mix_warns_when_general_runs_short(demo_repo, tiny_whisper_dir, tmp_path):
-    shutil.copytree(demo_repo / "data", tmp_path / "data")
+def test_mix_warns_when_general_runs_short(data_repo, tiny_whisper_dir, tmp_path):
+    shutil.copytree(data_repo / "data", tmp_path / "data")
     params_for(tmp_path, tiny_whisper_dir, **{"mix.stages": {"big": {"general": 0.95}}})
     proc = asrtune(tmp_path, "mix", "big")
     assert "only" in proc.stderr and "using all of them" in proc.stderr

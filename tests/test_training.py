@@ -1,0 +1,137 @@
+"""finetune/merge on a tiny random Whisper: freeze flags freeze, LoRA merges exactly, the encoder
+cache changes nothing, a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for
+
+from asrtune import checkpoint
+
+
+@pytest.fixture
+def repo(data_repo, tmp_path) -> Path:
+    """A private copy of the tiny data repo (base model + mixes)."""
+    dst = tmp_path / "repo"
+    shutil.copytree(data_repo, dst, ignore=shutil.ignore_patterns(".cache", "finetune", "plots"))
+    return dst
+
+
+def finetune(repo: Path, tiny_whisper_dir: Path, stage: str = "s1", **overrides) -> subprocess.CompletedProcess:
+    params_for(repo, tiny_whisper_dir, **overrides)
+    return asrtune(repo, "finetune", stage)
+
+
+def state(model, prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frozen_encoder_is_bit_identical_and_decoder_learns(repo, tiny_whisper_dir):
+    finetune(repo, tiny_whisper_dir, **{"train.stages.s1.learning_rate": 1e-2})
+    base = checkpoint.load(repo / "models/base", "whisper")
+    tuned = checkpoint.load(repo / "models/finetune/s1", "whisper")
+    assert same(state(base, "model.encoder."), state(tuned, "model.encoder."))
+    assert not same(state(base, "model.decoder.layers.0.self_attn.q_proj"), state(tuned, "model.decoder.layers.0.self_attn.q_proj"))
+    assert json.loads((repo / "models/finetune/s1/asrtune.json").read_text())["kind"] == "lora"
+    curves = repo / "plots/finetune/s1/plots/metrics"
+    assert (curves / "train/loss.tsv").is_file() or (curves / "loss.tsv").is_file()
+    assert (curves / "eval/loss.tsv").is_file() and (curves / "learning_rate.tsv").is_file()
+
+
+def test_frozen_decoder_is_bit_identical_and_encoder_learns(repo, tiny_whisper_dir):
+    finetune(repo, tiny_whisper_dir, **{"train.freeze_encoder": False, "train.freeze_llm": True,
+                                        "train.stages.s1.learning_rate": 1e-2})
+    base = checkpoint.load(repo / "models/base", "whisper")
+    tuned = checkpoint.load(repo / "models/finetune/s1", "whisper")
+    assert same(state(base, "model.decoder."), state(tuned, "model.decoder."))
+    assert same(state(base, "proj_out."), state(tuned, "proj_out."))
+    assert not same(state(base, "model.encoder."), state(tuned, "model.encoder."))
+    assert json.loads((repo / "models/finetune/s1/asrtune.json").read_text())["kind"] == "full"
+
+
+def test_unfrozen_encoder_trains_fully_beside_lora(repo, tiny_whisper_dir):
+    finetune(repo, tiny_whisper_dir, **{"train.freeze_encoder": False, "train.stages.s1.learning_rate": 1e-2})
+    base = checkpoint.load(repo / "models/base", "whisper")
+    tuned = checkpoint.load(repo / "models/finetune/s1", "whisper")
+    assert not same(state(base, "model.encoder.layers.0.fc1"), state(tuned, "model.encoder.layers.0.fc1"))
+    assert not same(state(base, "model.decoder.layers.0.self_attn.q_proj"), state(tuned, "model.decoder.layers.0.self_attn.q_proj"))
+    assert same(state(base, "model.decoder.layers.0.fc1"), state(tuned, "model.decoder.layers.0.fc1"))  # not a LoRA target
+
+
+def test_everything_frozen_fails_before_loading_anything(repo, tiny_whisper_dir):
+    params_for(repo, tiny_whisper_dir, **{"train.freeze_llm": True})
+    shutil.rmtree(repo / "models/base")  # proves nothing is loaded: the error comes first
+    proc = asrtune(repo, "finetune", "s1", ok=False)
+    assert_one_line_error(proc, "every component is frozen")
+
+
+def test_whisper_says_once_it_has_no_adaptor(repo, tiny_whisper_dir):
+    proc = finetune(repo, tiny_whisper_dir, **{"train.freeze_adaptor": False})
+    assert proc.stdout.count("has no adaptor") == 1
+
+
+def test_lora_merge_equals_adapter_outputs(repo, tiny_whisper_dir):
+    from peft import PeftModel
+
+    finetune(repo, tiny_whisper_dir, **{"train.stages.s1.learning_rate": 1e-2})
+    base = checkpoint.load(repo / "models/base", "whisper").eval()
+    adapter = PeftModel.from_pretrained(base, repo / "models/finetune/s1/adapter").eval()
+    merged = checkpoint.load(repo / "models/finetune/s1", "whisper").eval()
+    torch.manual_seed(0)
+    features = torch.randn(2, 80, 3000)
+    decoder_ids = torch.tensor([[50258, 50260, 50359, 50363, 1000, 2000]] * 2)
+    with torch.no_grad():
+        a = adapter(input_features=features, decoder_input_ids=decoder_ids).logits
+        m = merged(input_features=features, decoder_input_ids=decoder_ids).logits
+    plain = checkpoint.load(repo / "models/base", "whisper").eval()
+    with torch.no_grad():
+        b = plain(input_features=features, decoder_input_ids=decoder_ids).logits
+    assert torch.allclose(a, m, atol=1e-4)
+    assert not torch.allclose(a, b, atol=1e-4)  # the adapter did change the outputs
+
+
+def test_encoder_cache_gives_the_same_training_as_recomputing(repo, tiny_whisper_dir):
+    results = {}
+    for cache in (True, False):
+        shutil.rmtree(repo / ".cache", ignore_errors=True)
+        proc = finetune(repo, tiny_whisper_dir, **{"train.cache_encoder": cache, "train.cache_dtype": "float32"})
+        assert ("encoder outputs cached" in proc.stdout) == cache
+        summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+        model = checkpoint.load(repo / "models/finetune/s1", "whisper")
+        results[cache] = (summary["best_val_loss"], state(model, "model.decoder."))
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-5)
+    assert all(torch.allclose(results[True][1][k], results[False][1][k], atol=1e-6) for k in results[True][1])
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(repo, tiny_whisper_dir):
+    params_for(repo, tiny_whisper_dir, **{"train.stages.s1.epochs": 4})
+    proc = subprocess.Popen([*ASRTUNE, "finetune", "s1"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = repo / ".cache/asrtune/checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        done = [c for c in checkpoints.glob("*/checkpoint-*") if (c / "trainer_state.json").is_file() and (c / "rng_state.pth").is_file()]
+        if done:
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    assert not (repo / "models/finetune/s1").exists()
+    rerun = asrtune(repo, "finetune", "s1")
+    assert "resuming from checkpoint-" in rerun.stdout
+    summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+    assert 0 < summary["resumed_from_step"] < summary["steps"]
+    assert not list(checkpoints.glob("*/checkpoint-*"))  # cleaned once the stage output is written
