@@ -131,3 +131,19 @@ def test_general_count_is_the_forks_formula():
     assert mixing.general_count(240, 0.0) == 0
     assert mixing.choose(10, 20, "s") == (set(range(10)), True)
     assert mixing.choose(10, 3, "s") == mixing.choose(10, 3, "s")
+
+
+def test_missing_hypotheses_are_scored_as_deletions_not_dropped(data_repo, tmp_path):
+    shutil.copytree(data_repo, tmp_path / "r", ignore=shutil.ignore_patterns(".cache"))
+    repo = tmp_path / "r"
+    refs = read_jsonl(repo / "data/split/medical/test.jsonl")
+    decode = repo / "data/decode/base/medical.tsv"
+    decode.parent.mkdir(parents=True)
+    decode.write_text("".join(f"{r['key']}\t{r['messages'][2]['content']}\n" for r in refs[1:]), encoding="utf-8")
+    proc = asrtune(repo, "normalize", "base", "medical")
+    assert "1 missing" in proc.stdout
+    rows = read_jsonl(repo / "data/normalized/base/medical.jsonl")
+    assert len(rows) == len(refs) and [r["missing"] for r in rows] == [True] + [False] * (len(refs) - 1)
+    assert rows[0]["hyp"] == ""
+    decode.write_text(decode.read_text(encoding="utf-8") + "stranger\ttext\n", encoding="utf-8")
+    assert_one_line_error(asrtune(repo, "normalize", "base", "medical", ok=False), "medical.tsv", "not in the medical test set")

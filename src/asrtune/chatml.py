@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from asrtune.sources import SPEECH_PATH
 
 
 def speech_length(duration_s: float) -> int:
@@ -36,3 +39,19 @@ def audio_path_for(manifest_path: str, mode: str) -> str:
 def key_for(corpus: str, utt_id: str) -> str:
     """Keys carry the corpus name so utterances stay distinct once corpora are mixed."""
     return f"{corpus}-{utt_id}"
+
+
+@dataclass(frozen=True)
+class Example:
+    key: str
+    audio: str
+    text: str
+
+
+def examples(records) -> list[Example]:
+    """The (key, audio path, transcript) of ChatML records."""
+    out = []
+    for r in records:
+        messages = {m["role"]: m["content"] for m in r["messages"]}
+        out.append(Example(r["key"], SPEECH_PATH.search(messages["user"]).group(1), messages["assistant"]))
+    return out

@@ -9,6 +9,7 @@ folds each adapter in on the way: what comes back is a plain transformers model.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from asrtune import families
@@ -17,12 +18,14 @@ from asrtune.errors import UserError
 META = "asrtune.json"
 
 
+def _init_of(path: Path) -> Path:
+    """`init` is stored relative to the stage output, so a repository works wherever it lies."""
+    return Path(os.path.normpath(path / json.loads((path / META).read_text())["init"]))
+
+
 def root_of(path: Path) -> Path:
     """The plain model directory a chain starts from (its processor is the chain's processor)."""
-    meta = path / META
-    if not meta.is_file():
-        return path
-    return root_of(Path(json.loads(meta.read_text())["init"]))
+    return root_of(_init_of(path)) if (path / META).is_file() else path
 
 
 def load(path: Path, family: str):
@@ -38,7 +41,7 @@ def load(path: Path, family: str):
         return fam.load_plain(path / "model")
     from peft import PeftModel
 
-    init = load(Path(meta["init"]), family)
+    init = load(_init_of(path), family)
     return PeftModel.from_pretrained(init, path / "adapter").merge_and_unload()
 
 
@@ -49,5 +52,5 @@ def save(model, out: Path, init: Path, family: str, lora: bool) -> None:
         model.save_pretrained(out / "adapter")
     else:
         model.save_pretrained(out / "model")
-    meta = {"family": family, "init": init.as_posix().rstrip("/"), "kind": "lora" if lora else "full"}
+    meta = {"family": family, "init": Path(os.path.relpath(init, out)).as_posix(), "kind": "lora" if lora else "full"}
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")

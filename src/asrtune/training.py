@@ -4,29 +4,13 @@ features or cached encoder outputs, checkpoints that survive a killed run, dvcli
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from asrtune.sources import SPEECH_PATH
-
-
-@dataclass(frozen=True)
-class Example:
-    key: str
-    audio: str
-    text: str
-
-
-def examples(records) -> list[Example]:
-    out = []
-    for r in records:
-        messages = {m["role"]: m["content"] for m in r["messages"]}
-        out.append(Example(r["key"], SPEECH_PATH.search(messages["user"]).group(1), messages["assistant"]))
-    return out
+from asrtune.chatml import Example
 
 
 class SpeechDataset(torch.utils.data.Dataset):

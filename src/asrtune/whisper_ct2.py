@@ -152,6 +152,14 @@ def ct2_to_hf_state_dict(v: _Tracked) -> dict[str, np.ndarray]:
     return sd
 
 
+def read_ct2_config(path: Path) -> dict:
+    config = json.loads(path.read_text())
+    for key in ("lang_ids", "suppress_ids"):  # some exports store these lists as strings
+        if isinstance(config.get(key), str):
+            config[key] = json.loads(config[key])
+    return config
+
+
 def build_config(v: dict[str, np.ndarray], ct2_config: dict):
     from transformers import WhisperConfig
 
@@ -217,10 +225,7 @@ def convert(data_dirs: list[Path], out_dir: Path) -> dict:
         raise UserError(f"no model.bin or model.bin.part* in {', '.join(map(str, data_dirs))}")
     blob = b"".join(p.read_bytes() for p in parts)
     home = next(d for d in data_dirs if (d / "config.json").exists())
-    ct2_config = json.loads((home / "config.json").read_text())
-    for key in ("lang_ids", "suppress_ids"):  # some exports store these lists as strings
-        if isinstance(ct2_config.get(key), str):
-            ct2_config[key] = json.loads(ct2_config[key])
+    ct2_config = read_ct2_config(home / "config.json")
 
     variables, aliases = read_ct2_model(blob)
     tracked = _Tracked(variables)

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from asrtune import checkpoint, families, params, paths
+from asrtune import chatml, checkpoint, families, params, paths
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
@@ -82,7 +82,7 @@ def run(stage: str) -> None:
     total = sum(x.numel() for x in model.parameters())
 
     prompt = fam.prompt_ids(processor.tokenizer, p.model.language, p.model.task)
-    train_ex, val_ex = (training.examples(read_jsonl(f)) for f in data)
+    train_ex, val_ex = (chatml.examples(read_jsonl(f)) for f in data)
     cache = None
     if t.freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
