@@ -1,7 +1,8 @@
 """The whole mission on a tiny random Whisper in a scratch git + DVC repo.
 
 `dvc repro` runs everything; a param change invalidates exactly the stages that declare it
-(`dvc status`, `dvc repro --dry`; what follows reruns when its inputs change, as the experiment shows); the same params give byte-identical data; and
+(`dvc status`, `dvc repro --dry`; what follows reruns when its inputs change, as the experiment
+shows); the same params give byte-identical data; and
 `dvc exp run -S train.freeze_encoder=false` reruns finetune and what follows it only, after which
 `dvc metrics diff` reports the CER change.
 """
@@ -15,7 +16,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import BIN, ENV, ran, sh
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}

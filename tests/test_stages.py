@@ -61,7 +61,8 @@ def test_mix_follows_the_general_share(data_repo):
 
 def test_mix_warns_when_general_runs_short(data_repo, tiny_whisper_dir, tmp_path):
     shutil.copytree(data_repo / "data", tmp_path / "data")
-    params_for(tmp_path, tiny_whisper_dir, **{"mix.stages": {"big": {"general": 0.95}}})
+    params_for(tmp_path, tiny_whisper_dir, **{"mix.stages": {"big": {"general": 0.95}},
+                                              "train.stages": {"big": {"init": "models/base"}}})
     proc = asrtune(tmp_path, "mix", "big")
     assert "only" in proc.stderr and "using all of them" in proc.stderr
     n_general = len(read_jsonl(tmp_path / "data/split/general/train.jsonl"))
@@ -70,6 +71,8 @@ def test_mix_warns_when_general_runs_short(data_repo, tiny_whisper_dir, tmp_path
 
 @pytest.mark.parametrize("override, fragments", [
     ({"split.ratios": [0.8, 0.3, 0.1]}, ["split.ratios", "summing to 1"]),
+    ({"train.stages": {"s1": {"init": "models/finetune/s2"}}}, ["train.stages must name the mix.stages"]),
+    ({"train.lora.r": -1}, ["train.lora.r", "greater than or equal to 0"]),
     ({"split.ratioz": [0.8, 0.1, 0.1]}, ["split.ratioz: unknown key"]),
     ({"mix.stages": {"s1": {"general": 1.0}}}, ["mix.stages.s1.general", "less than 1"]),
     ({"split.by": "room"}, ["split.by", "'speaker' or 'utterance'"]),

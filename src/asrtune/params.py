@@ -158,12 +158,15 @@ class Params(Strict):
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"]) or "params"
+    key = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+    if not key:  # a rule across keys: its message names them
+        return message
+    return f"{key}: {message} (got {error.get('input')!r})"
 
 
 def load(path: Path = PARAMS_FILE) -> Params:

@@ -189,7 +189,8 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Iterator[Item]:
     header = next(reader, None)
     if not header:
         raise UserError(f"{path}: empty table (expected a header row)")
-    path_col = _pick_column(header, columns.get("path"), ("path", "audio", "wav", "file", "audio_path", "filename"), path, "audio path", True)
+    path_col = _pick_column(header, columns.get("path"), ("path", "audio", "wav", "file", "audio_path", "filename"),
+                            path, "audio path", True)
     text_col = _pick_column(header, columns.get("text"), ("text", "transcript", "sentence", "transcription"), path, "transcript", True)
     spk_col = _pick_column(header, columns.get("speaker"), ("speaker", "spk", "speaker_id", "client_id"), path, "speaker", False)
     id_col = _pick_column(header, columns.get("id"), ("id", "utt_id", "utt", "key"), path, "id", False)

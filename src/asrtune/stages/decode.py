@@ -12,9 +12,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 from asrtune import checkpoint, families, params, paths
+from asrtune.chatml import examples
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
-from asrtune.chatml import examples
 
 MODELS = ("base", "merged")
 

@@ -86,7 +86,8 @@ def run(stage: str) -> None:
     cache = None
     if t.freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
-        cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, json.dumps(processor.feature_extractor.to_dict(), sort_keys=True)), t.cache_dtype)
+        features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True)
+        cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
         new = cache.fill([e.audio for e in train_ex + val_ex], lambda a: fam.features(processor, a),
                          lambda f: fam.encode(model, f), t.batch_size)
         print(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")

@@ -40,4 +40,5 @@ def run(model: str, corpus: str) -> None:
     rows = ({"key": k, "ref": normalize(refs[k], opts), "hyp": normalize(hyps.get(k, ""), opts), "missing": k not in hyps}
             for k in sorted(refs))
     n = write_jsonl(paths.normalized_file(model, corpus), rows)
-    print(f"normalize {model} {corpus}: {n} utterances" + (f", {len(missing)} missing from {hyp_file} (scored as deletions)" if missing else ""))
+    note = f", {len(missing)} missing from {hyp_file} (scored as deletions)" if missing else ""
+    print(f"normalize {model} {corpus}: {n} utterances{note}")

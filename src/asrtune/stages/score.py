@@ -34,7 +34,8 @@ def run() -> None:
     plot_rows = []
     for corpus, spec in p.data.corpora.items():
         terms_file = paths.ingest_dir(corpus) / "terms.txt"
-        terms = [normalize(t, p.normalize) for t in terms_file.read_text(encoding="utf-8").split("\n") if t.strip()] if terms_file.is_file() else []
+        lines = terms_file.read_text(encoding="utf-8").splitlines() if terms_file.is_file() else []
+        terms = [normalize(t, p.normalize) for t in lines if t.strip()]
         for model in MODELS:
             rows = list(read_jsonl(paths.normalized_file(model, corpus), stage_hint=f"normalize@{model}-{corpus}"))
             utts = [align(r["key"], r["ref"], r["hyp"], r["missing"]) for r in rows]
