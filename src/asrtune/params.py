@@ -94,7 +94,7 @@ class Lora(Strict):
     r: Annotated[int, Field(ge=0)] = 16  # 0 = full fine-tuning of the unfrozen decoder/LLM
     alpha: Annotated[float, Field(gt=0)] = 32
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] = ["self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj"]
+    target_modules: list[str] = ["self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj", "encoder_attn.out_proj", "fc1", "fc2"]
 
 
 class TrainStage(Strict):
