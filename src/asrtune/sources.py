@@ -1,5 +1,6 @@
 """Corpus readers. Each yields, in input order, one item per utterance that came in:
 a `Candidate` to check and keep, or a `Rejection` with the file, line and reason.
+Checks common to every format (duplicate ids, empty transcripts, audio) are ingest's.
 
 Formats: Kaldi dir (wav.scp + text [+ utt2spk]), a folder of audio with same-stem .txt,
 CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in demo_corpus.py.)
@@ -105,17 +106,14 @@ def read_kaldi(folder: Path) -> Iterator[Item]:
             raise UserError(f"{needed}: not found (a Kaldi corpus needs wav.scp and text)")
     texts, text_rejected = _keyed_file(text_file)
     speakers = _keyed_file(folder / "utt2spk")[0] if (folder / "utt2spk").is_file() else {}
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     for number, line, raw in _lines(wav_scp):
         origin = f"{wav_scp}:{number}"
         if line is None:
             yield _undecodable(wav_scp, number, raw)
             continue
         utt, location = _split_id(line)
-        if utt in seen:
-            yield Rejection(utt, origin, "duplicate_id", f"{utt} already on {seen[utt]}")
-            continue
-        seen[utt] = origin
+        seen.add(utt)  # a repeated id still comes through: ingest rejects it as duplicate_id
         if not location:
             yield Rejection(utt, origin, "malformed_line", "expected `utt_id path`")
         elif location.endswith("|"):
@@ -136,15 +134,10 @@ def read_folder(folder: Path) -> Iterator[Item]:
     """Audio files with same-stem .txt transcripts; speaker = the parent folder when nested."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     audio_stems = {p.with_suffix("") for p in files if p.suffix.lower() in AUDIO_SUFFIXES}
-    seen: dict[str, str] = {}
     for path in files:
         rel = path.relative_to(folder)
         utt = "-".join(rel.with_suffix("").parts)
         if path.suffix.lower() in AUDIO_SUFFIXES:
-            if utt in seen:
-                yield Rejection(utt, str(path), "duplicate_id", f"{utt} already from {seen[utt]}")
-                continue
-            seen[utt] = str(path)
             txt = path.with_suffix(".txt")
             speaker = rel.parent.name if len(rel.parts) > 1 else None
             if not txt.is_file():
@@ -194,7 +187,6 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Iterator[Item]:
     text_col = _pick_column(header, columns.get("text"), ("text", "transcript", "sentence", "transcription"), path, "transcript", True)
     spk_col = _pick_column(header, columns.get("speaker"), ("speaker", "spk", "speaker_id", "client_id"), path, "speaker", False)
     id_col = _pick_column(header, columns.get("id"), ("id", "utt_id", "utt", "key"), path, "id", False)
-    seen: dict[str, str] = {}
     while True:
         row = next(reader, None)
         if row is None:
@@ -207,10 +199,6 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Iterator[Item]:
             continue
         audio = row[path_col].strip()
         utt = row[id_col].strip() if id_col is not None else Path(audio).stem
-        if utt in seen:
-            yield Rejection(utt, origin, "duplicate_id", f"{utt} already on {seen[utt]}")
-            continue
-        seen[utt] = origin
         if not audio:
             yield Rejection(utt, origin, "missing_audio", "empty audio path")
             continue
@@ -220,7 +208,6 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Iterator[Item]:
 
 def read_chatml(path: Path) -> Iterator[Item]:
     """A Fun-ASR ChatML jsonl: key, messages (user holds the speech path, assistant the transcript)."""
-    seen: dict[str, str] = {}
     for number, line, raw in _lines(path):
         origin = f"{path}:{number}"
         if line is None:
@@ -235,10 +222,6 @@ def read_chatml(path: Path) -> Iterator[Item]:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             yield Rejection("?", origin, "malformed_line", f"not a ChatML record ({type(e).__name__}: {e})")
             continue
-        if utt in seen:
-            yield Rejection(utt, origin, "duplicate_id", f"{utt} already on {seen[utt]}")
-            continue
-        seen[utt] = origin
         if not match:
             yield Rejection(utt, origin, "malformed_line", "user message has no <|startofspeech|>...<|endofspeech|>")
             continue

@@ -31,7 +31,9 @@ def run(model: str, corpus: str) -> None:
         raise UserError(f"{model_dir}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
 
     import torch
+    import transformers
 
+    transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
     fam = families.get(p.model.family)
     net = checkpoint.load(model_dir, p.model.family).eval()
     if torch.cuda.is_available():

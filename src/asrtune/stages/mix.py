@@ -28,7 +28,8 @@ def _lines(path: Path, keep: set[int] | None = None):
                 yield json.loads(line)["key"], line
 
 
-def mix_split(split: str, domain: list[Path], general: list[Path], share: float, seed: str) -> dict:
+def mix_split(domain: list[Path], general: list[Path], share: float, seed: str) -> tuple[dict, list]:
+    """The counts, and one sorted (key, line) stream per input file holding what goes in the mix."""
     n_domain = sum(_count_lines(p) for p in domain)
     n_general_pool = [_count_lines(p) for p in general]
     wanted = mixing.general_count(n_domain, share)
@@ -39,8 +40,7 @@ def mix_split(split: str, domain: list[Path], general: list[Path], share: float,
         streams.append(_lines(path, {i - offset for i in chosen if offset <= i < offset + n}))
         offset += n
     streams += [_lines(p) for p in domain]
-    return {"domain": n_domain, "general": len(chosen), "general_wanted": wanted, "ran_short": short,
-            "streams": streams}
+    return {"domain": n_domain, "general": len(chosen), "general_wanted": wanted, "ran_short": short}, streams
 
 
 def run(stage: str) -> None:
@@ -63,9 +63,9 @@ def run(stage: str) -> None:
         for path in files["domain"] + files["general"]:
             if not path.is_file():
                 raise UserError(f"{path}: not found (run `dvc repro split@{path.parent.name}` first)")
-        m = mix_split(split, files["domain"], files["general"], share, f"{p.mix.seed}/{stage}/{split}")
+        m, streams = mix_split(files["domain"], files["general"], share, f"{p.mix.seed}/{stage}/{split}")
         with open(out / f"{split}.jsonl", "w", encoding="utf-8", newline="\n") as f:
-            for _key, line in heapq.merge(*m.pop("streams")):  # every input is sorted by key: so is the output
+            for _key, line in heapq.merge(*streams):  # every input is sorted by key: so is the output
                 f.write(line)
         total = m["domain"] + m["general"]
         m["actual_share"] = round(m["general"] / total, 4) if total else 0.0
