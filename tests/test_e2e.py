@@ -94,6 +94,8 @@ def test_pipeline_end_to_end(dvc_repo):
     experiment = subprocess.run([DVC, "exp", "run", "-S", "train.freeze_encoder=false"], cwd=dvc_repo,
                                 capture_output=True, text=True, env={**ENV, **GIT_ENV})
     assert experiment.returncode == 0, experiment.stderr
-    assert ran(experiment.stdout + experiment.stderr) == models | merged_side
+    rerun = ran(experiment.stdout + experiment.stderr)
+    assert models | {"decode@merged-general", "decode@merged-medical"} <= rerun <= models | merged_side
+    # (normalize and score follow only if the merged transcripts changed: a tiny random model may not)
     diff = sh(dvc_repo, DVC, "metrics", "diff", "--all")
     assert "cer.medical.merged" in diff and "cer.medical.base" in diff
