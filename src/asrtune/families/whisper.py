@@ -78,13 +78,6 @@ def encode(model, input_features: torch.Tensor) -> torch.Tensor:
         return model.get_encoder()(input_features=input_features).last_hidden_state
 
 
-def forward_inputs(batch_features: torch.Tensor | None, encoder_hidden: torch.Tensor | None) -> dict:
-    """Model kwargs for either raw features or cached encoder outputs."""
-    if encoder_hidden is not None:
-        return {"encoder_outputs": (encoder_hidden,)}
-    return {"input_features": batch_features}
-
-
 def transcribe(model, processor, audio: list[np.ndarray], durations: list[float], language: str, task: str,
                num_beams: int, max_tokens_per_second: float, no_repeat_ngram_size: int) -> list[str]:
     device = next(model.parameters()).device
