@@ -36,10 +36,11 @@ def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path) -> 
                                    p.train.stages[stage].model_dump()], sort_keys=True).encode())
     for f in files:
         h.update(hashlib.sha256(f.read_bytes()).digest())
-    for f in sorted(init.rglob("*")):
+    for f in sorted(init.rglob("*")):  # contents, not mtimes: the same run gets the same name on every clone
         if f.is_file():
-            st = f.stat()
-            h.update(f"{f.relative_to(init)}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f.relative_to(init).as_posix().encode())
+            with open(f, "rb") as stream:
+                h.update(hashlib.file_digest(stream, "sha256").digest())
     return h.hexdigest()[:16]
 
 
@@ -122,10 +123,13 @@ def run(stage: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     checkpoint.save(trainer.model, out, init, p.model.family, use_lora)
     best = trainer.state.best_metric
+    resumed_from = training.checkpoint_step(resume) if resume else 0
+    # no timings in the stage output: the same params and data give the same bytes (timings are in dvclive's metrics)
     summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
-               "steps": trainer.state.global_step, "resumed_from_step": training.checkpoint_step(resume) if resume else 0,
-               "best_val_loss": best, "train_loss": result.training_loss, "seconds": round(wall, 2),
-               "steps_per_second": round((trainer.state.global_step - (training.checkpoint_step(resume) if resume else 0)) / wall, 3)}
+               "steps": trainer.state.global_step, "resumed_from_step": resumed_from,
+               "best_val_loss": best, "train_loss": result.training_loss}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
-    print(f"finetune {stage}: {summary['steps']} steps in {wall:.1f} s, best val loss {best:.4f} -> {out}")
+    steps_run = trainer.state.global_step - resumed_from
+    print(f"finetune {stage}: {steps_run} steps in {wall:.1f} s ({wall / max(steps_run, 1):.2f} s/step), "
+          f"best val loss {best:.4f} -> {out}")
