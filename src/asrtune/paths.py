@@ -42,6 +42,7 @@ def train_plots_dir(stage: str) -> Path:
 
 
 MERGED_MODEL = Path("models/merged")
+DECODED_MODELS = ("base", "merged")  # what decode, normalize and score compare
 
 
 def model_dir(name: str) -> Path:

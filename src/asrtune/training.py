@@ -1,5 +1,5 @@
-"""Fine-tuning with the Hugging Face Trainer: datasets from ChatML records, a collator for raw
-features or cached encoder outputs, checkpoints that survive a killed run, dvclive curves."""
+"""Pieces the finetune stage hands to the Hugging Face Trainer: a dataset of ChatML examples, a
+collator for raw features or cached encoder outputs, device settings, and checkpoint lookup."""
 
 from __future__ import annotations
 

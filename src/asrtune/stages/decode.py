@@ -16,14 +16,12 @@ from asrtune.chatml import examples
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
-MODELS = ("base", "merged")
-
 
 def run(model: str, corpus: str) -> None:
     """Write data/decode/<model>/<corpus>.tsv."""
     p = params.load()
-    if model not in MODELS:
-        raise UserError(f"decode: model must be one of {', '.join(MODELS)}, got {model!r}")
+    if model not in paths.DECODED_MODELS:
+        raise UserError(f"decode: model must be one of {', '.join(paths.DECODED_MODELS)}, got {model!r}")
     test = paths.split_dir(corpus) / "test.jsonl"
     items = examples(read_jsonl(test, stage_hint=f"split@{corpus}"))
     model_dir = paths.model_dir(model)

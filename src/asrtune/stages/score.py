@@ -16,7 +16,6 @@ from asrtune import params, paths
 from asrtune.manifest import read_jsonl
 from asrtune.normalization import normalize
 from asrtune.scoring import Counts, align, report, term_recall
-from asrtune.stages.decode import MODELS
 
 METRICS = Path("metrics/cer.json")
 PLOT = Path("plots/cer.csv")
@@ -36,7 +35,7 @@ def run() -> None:
         terms_file = paths.ingest_dir(corpus) / "terms.txt"
         lines = terms_file.read_text(encoding="utf-8").splitlines() if terms_file.is_file() else []
         terms = [normalize(t, p.normalize) for t in lines if t.strip()]
-        for model in MODELS:
+        for model in paths.DECODED_MODELS:
             rows = list(read_jsonl(paths.normalized_file(model, corpus), stage_hint=f"normalize@{model}-{corpus}"))
             utts = [align(r["key"], r["ref"], r["hyp"], r["missing"]) for r in rows]
             total = Counts()
