@@ -95,6 +95,43 @@ def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
     return out
 
 
+CHATML_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 (hidden 32, 2 layers, tied embeddings) with a small byte-level BPE
+    tokenizer trained on the demo's sentences, ChatML tokens included: what Qwen3-0.6B is, in small."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    texts = []
+    for topic in ("general", "medical"):
+        spec = yaml.safe_load((REPO / "demo" / f"{topic}.yaml").read_text(encoding="utf-8"))
+        texts += spec["templates"] + [str(v) for values in spec["slots"].values() for v in values]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts + ["system user assistant You are a helpful assistant.", "语音转写："], trainers.BpeTrainer(
+        vocab_size=700, special_tokens=CHATML_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("tiny-qwen3")
+    Qwen3ForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def speechllm_overrides(tiny_llm_dir: Path) -> dict:
+    """params for the speechllm family on the tiny LLM, with a tiny adaptor (k=4, one block)."""
+    return {"model.family": "speechllm", "model.llm": str(tiny_llm_dir),
+            "model.adaptor": {"stride": 4, "hidden": 64, "layers": 1, "heads": 2, "ffn": 32, "seed": 0}}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 

@@ -3,8 +3,9 @@
 `dvc repro` runs everything; a param change invalidates exactly the stages that declare it
 (`dvc status`, `dvc repro --dry`; what follows reruns when its inputs change, as the experiment
 shows); the same params give byte-identical data; and
-`dvc exp run -S train.freeze_encoder=false` reruns finetune and what follows it only, after which
-`dvc metrics diff` reports the CER change.
+`dvc exp run -S model.family=speechllm ...` (a tiny random Qwen3 behind the Whisper encoder)
+reruns everything from the base model on and never ingest, after which `dvc metrics diff`
+reports the CER change. (tests/test_training.py trains the whisper flags themselves.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import BIN, ENV, ran, sh
+from conftest import BIN, ENV, ran, sh, speechllm_overrides
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 DVC = str(BIN / "dvc")
@@ -46,7 +47,7 @@ def out_hashes(repo: Path) -> dict[str, str]:
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", []) if "md5" in o}
 
 
-def test_pipeline_end_to_end(dvc_repo):
+def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     # two curriculum stages keep it quick and still exercise stage 2 starting from stage 1
     set_param(dvc_repo, "mix.stages", {"s1": {"general": 0.5}, "s2": {"general": 0.0}})
     set_param(dvc_repo, "train.stages", {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-3},
@@ -55,7 +56,6 @@ def test_pipeline_end_to_end(dvc_repo):
     data = {f"{s}@{c}" for s in ("ingest", "jsonl", "split") for c in ("general", "medical")}
     models = {"finetune@s1", "finetune@s2", "merge"}
     matrix = {f"{s}@{m}-{c}" for s in ("decode", "normalize") for m in ("base", "merged") for c in ("general", "medical")}
-    merged_side = {s for s in matrix if "merged" in s} | {"score"}
     assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score"} | data | models | matrix
 
     metrics = json.loads((dvc_repo / "metrics/cer.json").read_text())
@@ -90,12 +90,23 @@ def test_pipeline_end_to_end(dvc_repo):
     assert out_hashes(dvc_repo) == hashes  # same params and data, same bytes
     assert would_run(dvc_repo) == set()  # so nothing downstream needs to run
 
+    set_param(dvc_repo, "train.freeze_encoder", False)
+    assert would_run(dvc_repo) == {"finetune@s1", "finetune@s2"}  # and what follows once their outputs change
+    set_param(dvc_repo, "train.freeze_encoder", True)
+
+    # an experiment: switching the family reruns everything downstream of the base model, never ingest
     commit(dvc_repo, "baseline")
-    experiment = subprocess.run([DVC, "exp", "run", "-S", "train.freeze_encoder=false"], cwd=dvc_repo,
-                                capture_output=True, text=True, env={**ENV, **GIT_ENV})
+    adaptor = speechllm_overrides(tiny_llm_dir)["model.adaptor"]
+    switch = ["-S", "model.family=speechllm", "-S", f"model.llm={tiny_llm_dir}"] + [
+        arg for key, value in adaptor.items() for arg in ("-S", f"model.adaptor.{key}={value}")]
+    experiment = subprocess.run([DVC, "exp", "run", *switch], cwd=dvc_repo, capture_output=True, text=True, env={**ENV, **GIT_ENV})
     assert experiment.returncode == 0, experiment.stderr
     rerun = ran(experiment.stdout + experiment.stderr)
-    assert models | {"decode@merged-general", "decode@merged-medical"} <= rerun <= models | merged_side
-    # (normalize and score follow only if the merged transcripts changed: a tiny random model may not)
-    diff = sh(dvc_repo, DVC, "metrics", "diff", "--all")
-    assert "cer.medical.merged" in diff and "cer.medical.base" in diff
+    assert {"base", "jsonl@general", "jsonl@medical"} | models | {s for s in matrix if "merged" in s} <= rerun
+    assert not rerun & {"ingest@general", "ingest@medical"}
+    assert json.loads((dvc_repo / "models/finetune/s1/asrtune.json").read_text())["family"] == "speechllm"
+    assert "cer.medical.merged" in sh(dvc_repo, DVC, "metrics", "diff", "--all")
+    check = ("import sys; sys.modules['peft'] = None\n"
+             "from asrtune.families.speechllm.model import SpeechLLM\n"
+             "m = SpeechLLM.from_pretrained('models/merged'); assert m.llm.lm_head.weight.abs().sum() > 0\n")
+    subprocess.run([sys.executable, "-c", check], cwd=dvc_repo, check=True, capture_output=True)

@@ -46,12 +46,16 @@ class Example:
     key: str
     audio: str
     text: str
+    system: str = ""  # the system message (the speechllm family's prompt)
+    prompt: str = ""  # the user message's text before the speech (e.g. 语音转写：)
 
 
 def examples(records) -> list[Example]:
-    """The (key, audio path, transcript) of ChatML records."""
+    """The key, audio path, transcript, system message and prompt of ChatML records."""
     out = []
     for r in records:
         messages = {m["role"]: m["content"] for m in r["messages"]}
-        out.append(Example(r["key"], SPEECH_PATH.search(messages["user"]).group(1), messages["assistant"]))
+        speech = SPEECH_PATH.search(messages["user"])
+        out.append(Example(r["key"], speech.group(1), messages["assistant"], messages.get("system", ""),
+                           messages["user"][: speech.start()]))
     return out

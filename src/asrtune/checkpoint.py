@@ -1,7 +1,9 @@
 """Fine-tuned stage outputs and how to load them.
 
 A finetune stage writes `models/finetune/<stage>/`: `asrtune.json` (family, init, kind) and either
-`adapter/` (LoRA, a peft adapter on top of its init model) or `model/` (full weights). Stage N's
+`adapter/` (LoRA, a peft adapter on top of its init model, with any fully trained part beside it)
+or `trained.safetensors` (no LoRA: only the tensors that trained, e.g. an adaptor of a few MB
+rather than a copy of a 0.6 B LLM that stayed frozen). Stage N's
 init is stage N-1's output, so loading follows the chain down to a plain model directory and
 folds each adapter in on the way: what comes back is a plain transformers model.
 """
@@ -16,6 +18,7 @@ from asrtune import families
 from asrtune.errors import UserError
 
 META = "asrtune.json"
+TRAINED = "trained.safetensors"
 
 
 def _init_of(path: Path) -> Path:
@@ -37,20 +40,28 @@ def load(path: Path, family: str):
     if not meta_file.is_file():
         return fam.load_plain(path)
     meta = json.loads(meta_file.read_text())
-    if meta["kind"] == "full":
-        return fam.load_plain(path / "model")
+    init = load(_init_of(path), family)
+    if meta["kind"] == "partial":
+        from safetensors.torch import load_file
+
+        result = init.load_state_dict(load_file(path / TRAINED), strict=False)
+        if result.unexpected_keys:
+            raise UserError(f"{path / TRAINED}: tensors the model does not have: {', '.join(result.unexpected_keys[:5])}")
+        return init
     from peft import PeftModel
 
-    init = load(_init_of(path), family)
     return PeftModel.from_pretrained(init, path / "adapter").merge_and_unload()
 
 
 def save(model, out: Path, init: Path, family: str, lora: bool) -> None:
-    """Write a stage output: the adapter (LoRA) or the full weights, plus where it starts from."""
+    """Write a stage output: the adapter (LoRA) or the trained tensors, plus where it starts from."""
     out.mkdir(parents=True, exist_ok=True)
     if lora:
         model.save_pretrained(out / "adapter")
     else:
-        model.save_pretrained(out / "model")
-    meta = {"family": family, "init": Path(os.path.relpath(init, out)).as_posix(), "kind": "lora" if lora else "full"}
+        from safetensors.torch import save_file
+
+        trained = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, out / TRAINED)
+    meta = {"family": family, "init": Path(os.path.relpath(init, out)).as_posix(), "kind": "lora" if lora else "partial"}
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")

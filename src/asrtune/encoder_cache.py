@@ -1,6 +1,7 @@
 """Frozen-encoder outputs, computed once per (encoder weights, audio) and reused every epoch and
 every curriculum stage. Lives under the asrtune cache (not a DVC output): it is re-creatable, and
-big (Whisper's encoder output is 1500 x d_model per clip whatever its length; float16 halves it).
+big (the whisper family keeps all 1500 x d_model frames per clip whatever its length, speechllm
+only the frames that hold audio; float16 halves it).
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ class EncoderCache:
             self._names[audio] = self.dir / f"{audio_digest(audio)}.npy"
         return self._names[audio]
 
-    def fill(self, audio_paths: list[str], featurize, encode, batch_size: int) -> int:
-        """Compute what is missing; returns how many clips were encoded now."""
+    def fill(self, audio_paths: list[str], encode, batch_size: int) -> int:
+        """Compute what is missing (`encode`: list of waveforms -> one tensor per clip); returns how
+        many clips were encoded now."""
         missing = sorted({a for a in audio_paths if not self.path(a).is_file()})
         self.dir.mkdir(parents=True, exist_ok=True)
         for start in tqdm(range(0, len(missing), batch_size), desc="encoder cache", unit="batch", mininterval=2.0):
             chunk = missing[start : start + batch_size]
-            hidden = encode(featurize([sf.read(a, dtype="float32")[0] for a in chunk]))
+            hidden = encode([sf.read(a, dtype="float32")[0] for a in chunk])
             for audio, h in zip(chunk, hidden):
                 tmp = self.path(audio).with_suffix(".tmp.npy")
                 np.save(tmp, h.cpu().numpy().astype(self.dtype))

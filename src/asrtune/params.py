@@ -19,10 +19,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Adaptor(Strict):
+    """speechllm: encoder frames (20 ms) stacked by `stride`, MLP, then `layers` transformer blocks."""
+
+    stride: Annotated[int, Field(gt=0)] = 5
+    hidden: Annotated[int, Field(gt=0)] = 2048
+    layers: Annotated[int, Field(ge=0)] = 2
+    heads: Annotated[int, Field(gt=0)] = 8
+    ffn: Annotated[int, Field(gt=0)] = 256
+    seed: int = 0  # the adaptor starts from seeded random weights
+
+
 class Model(Strict):
-    family: Literal["whisper"] = "whisper"
-    base: str = "offline:whisper-base"
-    language: str = "zh"  # Whisper language token used for training and decoding
+    family: Literal["whisper", "speechllm"] = "whisper"
+    base: str = "offline:whisper-base"  # the Whisper checkpoint: the model (whisper) or its encoder (speechllm)
+    llm: str | None = None  # speechllm: a causal LM directory or hub id (e.g. Qwen/Qwen3-0.6B)
+    adaptor: Adaptor = Adaptor()
+    language: str = "zh"  # whisper: language token used for training and decoding
     task: Literal["transcribe", "translate"] = "transcribe"
 
 
@@ -94,7 +107,7 @@ class Lora(Strict):
     r: Annotated[int, Field(ge=0)] = 16  # 0 = full fine-tuning of the unfrozen decoder/LLM
     alpha: Annotated[float, Field(gt=0)] = 32
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] = ["self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj", "encoder_attn.out_proj", "fc1", "fc2"]
+    target_modules: list[str] | None = None  # module-name suffixes inside decoder/LLM layers; None = the family's default
 
 
 class TrainStage(Strict):
@@ -143,6 +156,12 @@ class Params(Strict):
     train: Train
     decode: Decode = Decode()
     normalize: Normalize = Normalize()
+
+    @model_validator(mode="after")
+    def _llm_given(self):
+        if self.model.family == "speechllm" and not self.model.llm:
+            raise ValueError("model.llm: the speechllm family needs a causal LM (a local directory or a hub id such as Qwen/Qwen3-0.6B)")
+        return self
 
     @model_validator(mode="after")
     def _stages_agree(self):

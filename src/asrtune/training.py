@@ -1,5 +1,5 @@
-"""Pieces the finetune stage hands to the Hugging Face Trainer: a dataset of ChatML examples, a
-collator for raw features or cached encoder outputs, device settings, and checkpoint lookup."""
+"""Pieces the finetune stage hands to the Hugging Face Trainer: a dataset of ChatML examples
+(raw features or cached encoder outputs), device settings, and checkpoint lookup."""
 
 from __future__ import annotations
 
@@ -8,37 +8,25 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from asrtune.chatml import Example
 
 
 class SpeechDataset(torch.utils.data.Dataset):
-    """Examples as model inputs: labels, and either log-mel features or cached encoder outputs."""
+    """Examples as model inputs: the family's text side, and log-mel features or cached encoder outputs."""
 
-    def __init__(self, items: list[Example], make_labels, featurize, cache=None):
-        self.items, self.make_labels, self.featurize, self.cache = items, make_labels, featurize, cache
+    def __init__(self, items: list[Example], make_item, featurize, cache=None):
+        self.items, self.make_item, self.featurize, self.cache = items, make_item, featurize, cache
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         ex = self.items[i]
-        item = {"labels": torch.tensor(self.make_labels(ex.text))}
         if self.cache is not None:
-            item["encoder_hidden"] = self.cache.load(ex.audio)
-        else:
-            item["input_features"] = self.featurize([sf.read(ex.audio, dtype="float32")[0]])[0]
-        return item
-
-
-def collate(batch: list[dict]) -> dict:
-    out = {"labels": pad_sequence([b["labels"] for b in batch], batch_first=True, padding_value=-100)}
-    if "encoder_hidden" in batch[0]:
-        out["encoder_outputs"] = (torch.stack([b["encoder_hidden"] for b in batch]),)
-    else:
-        out["input_features"] = torch.stack([b["input_features"] for b in batch])
-    return out
+            return {**self.make_item(ex, sf.info(ex.audio).frames), "encoder_hidden": self.cache.load(ex.audio)}
+        audio = sf.read(ex.audio, dtype="float32")[0]
+        return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
 
 
 def device_settings() -> dict:

@@ -1,9 +1,14 @@
 """Model families behind one interface: load (a base dir or a fine-tuned chain), name components,
-freeze, add LoRA, make training examples, encode, transcribe, save a plain merged model."""
+freeze, add LoRA, make training inputs, encode, transcribe. `whisper` (encoder-decoder) and
+`speechllm` (Fun-ASR-Nano's encoder + adaptor + causal LM)."""
 
 from __future__ import annotations
 
+import re
+
 from asrtune.errors import UserError
+
+NAMES = ("whisper", "speechllm")
 
 
 def get(name: str):
@@ -11,4 +16,17 @@ def get(name: str):
         from asrtune.families import whisper
 
         return whisper
-    raise UserError(f"model.family: unknown family {name!r} (allowed: whisper)")
+    if name == "speechllm":
+        from asrtune.families import speechllm
+
+        return speechllm
+    raise UserError(f"model.family: unknown family {name!r} (allowed: {', '.join(NAMES)})")
+
+
+def check_targets(targets: list[str], linear_names: list[str]) -> None:
+    """Every LoRA target must name a linear layer where LoRA goes, or peft's error would be a stack trace."""
+    for t in targets:
+        if not any(re.search(rf"(?:^|\.){re.escape(t)}$", n) for n in linear_names):
+            have = sorted({n.split(".")[-1] for n in linear_names})
+            raise UserError(f"train.lora.target_modules: {t!r} names no linear layer of this model's "
+                            f"LoRA part (it has: {', '.join(have)})")

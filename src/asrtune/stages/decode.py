@@ -45,8 +45,7 @@ def run(model: str, corpus: str) -> None:
     for i in tqdm(range(0, len(order), d.batch_size), desc=f"decode {model} {corpus}", unit="batch"):
         batch = order[i : i + d.batch_size]
         try:
-            texts = fam.transcribe(net, processor, [audio[e.key] for e in batch], [len(audio[e.key]) / 16000 for e in batch],
-                                   p.model.language, p.model.task, d.num_beams, d.max_tokens_per_second, d.no_repeat_ngram_size)
+            texts = fam.transcribe(net, processor, batch, [audio[e.key] for e in batch], p)
         except ValueError as e:  # e.g. a generation config without languages, or a language it lacks
             raise UserError(f"{model_dir}: cannot decode with model.language={p.model.language!r}: {str(e).splitlines()[0]}") from None
         hyps.update({e.key: " ".join(t.split()) for e, t in zip(batch, texts)})  # one line per utterance, no tabs

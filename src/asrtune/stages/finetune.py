@@ -73,30 +73,27 @@ def run(stage: str) -> None:
     transformers.set_seed(t.seed)
     model = checkpoint.load(init, p.model.family)
     processor = fam.load_processor(checkpoint.root_of(init))
-    fam.freeze(model, t.freeze_encoder, t.freeze_llm)
+    fam.freeze(model, t.freeze_encoder, t.freeze_adaptor, t.freeze_llm)
     if use_lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
-                                                      train_encoder=not t.freeze_encoder))
+                                                      train_encoder=not t.freeze_encoder,
+                                                      train_adaptor=not t.freeze_adaptor, model=model))
     trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
     total = sum(x.numel() for x in model.parameters())
 
-    prompt = fam.prompt_ids(processor.tokenizer, p.model.language, p.model.task)
     train_ex, val_ex = (chatml.examples(read_jsonl(f)) for f in data)
     cache = None
     if t.freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
-        features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True)
+        features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
         cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
-        new = cache.fill([e.audio for e in train_ex + val_ex], lambda a: fam.features(processor, a),
-                         lambda f: fam.encode(model, f), t.batch_size)
+        new = cache.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size)
         print(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
 
-    def make_labels(text: str) -> list[int]:
-        return fam.labels(processor.tokenizer, text, prompt)
-
-    datasets = [training.SpeechDataset(ex, make_labels, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
+    make_item = fam.item_maker(model, processor, p)
+    datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
     args = TrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
@@ -109,7 +106,7 @@ def run(stage: str) -> None:
     shutil.rmtree(live_dir, ignore_errors=True)
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     trainer = Trainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                      data_collator=training.collate, callbacks=[DVCLiveCallback(live=live)])
+                      data_collator=fam.collate, callbacks=[DVCLiveCallback(live=live)])
     resume = training.last_checkpoint(ckpt_dir)
     device = "cuda (bf16)" if args.bf16 else ("cuda" if torch.cuda.is_available() else "cpu (float32)")
     print(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "

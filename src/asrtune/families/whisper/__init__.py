@@ -1,0 +1,117 @@
+"""The `whisper` family: any Hugging Face Whisper checkpoint. Components: encoder, and the text
+decoder, which the `llm` freeze flag names. Whisper has no adaptor."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from asrtune.chatml import Example
+from asrtune.errors import UserError
+from asrtune.families import check_targets
+
+NAME = "whisper"
+CACHE_TAG = ""  # the cache holds all 1500 frames per clip
+HAS_ADAPTOR = False
+# suffixes inside decoder layers. Cross-attention k/v are left out on purpose: they run over all
+# 1500 encoder frames (LoRA there made CPU steps 1.2-1.6x slower); out_proj and the MLP see text tokens only
+DEFAULT_LORA_TARGETS = ["self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj", "encoder_attn.out_proj", "fc1", "fc2"]
+
+
+def load_plain(path: Path):
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+
+
+def load_processor(path: Path):
+    from transformers import WhisperProcessor
+
+    return WhisperProcessor.from_pretrained(path, local_files_only=True)
+
+
+def encoder(model):
+    return model.get_encoder()
+
+
+def freeze(model, freeze_encoder: bool, freeze_adaptor: bool, freeze_llm: bool) -> None:
+    """A frozen component gets no gradients; the output projection is tied to the decoder embeddings.
+    (Whisper has no adaptor: freeze_adaptor changes nothing.)"""
+    for p in model.model.encoder.parameters():
+        p.requires_grad = not freeze_encoder
+    for p in model.model.decoder.parameters():
+        p.requires_grad = not freeze_llm
+
+
+def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] | None, train_encoder: bool,
+                train_adaptor: bool, model=None):
+    """LoRA on decoder layers only: each target is a module-name suffix inside a decoder layer
+    (`q_proj` hits self- and cross-attention, `self_attn.q_proj` only the first). An unfrozen
+    encoder trains fully alongside."""
+    from peft import LoraConfig
+
+    targets = target_modules or DEFAULT_LORA_TARGETS
+    if model is not None:
+        check_targets(targets, [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("model.decoder.layers.")])
+    names = "|".join(re.escape(t) for t in targets)
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout,
+        target_modules=rf"^model\.decoder\.layers\.\d+\.(?:.*\.)?(?:{names})$",
+        modules_to_save=["encoder"] if train_encoder else None,
+    )
+
+
+def prompt_ids(tokenizer, language: str, task: str) -> list[int]:
+    tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if tokenizer.unk_token_id in ids:  # an unknown token maps to <|endoftext|>
+        raise UserError(f"model.language/model.task: the tokenizer has no {tokens[1]} or {tokens[2]} token")
+    return ids
+
+
+def labels(tokenizer, text: str, prompt: list[int]) -> list[int]:
+    """Decoder targets: the prompt after <|startoftranscript|> (masked: it is given, not learned),
+    the transcript, then <|endoftext|>. The model shifts them right behind the start token."""
+    body = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return [-100] * (len(prompt) - 1) + body
+
+
+def item_maker(model, processor, p):
+    """example, num_samples -> the text-side training inputs of one utterance."""
+    prompt = prompt_ids(processor.tokenizer, p.model.language, p.model.task)
+    return lambda ex, num_samples: {"labels": torch.tensor(labels(processor.tokenizer, ex.text, prompt))}
+
+
+def collate(batch: list[dict]) -> dict:
+    out = {"labels": pad_sequence([b["labels"] for b in batch], batch_first=True, padding_value=-100)}
+    if "encoder_hidden" in batch[0]:
+        out["encoder_outputs"] = (torch.stack([b["encoder_hidden"] for b in batch]),)
+    else:
+        out["input_features"] = torch.stack([b["input_features"] for b in batch])
+    return out
+
+
+def features(processor, audio: list[np.ndarray]) -> torch.Tensor:
+    return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+
+
+def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
+    """Encoder outputs, all 1500 frames: Whisper's decoder was trained to attend over the whole 30 s window."""
+    with torch.no_grad():
+        return list(model.get_encoder()(input_features=features(processor, audio).to(model.device, model.dtype)).last_hidden_state)
+
+
+def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str]:
+    feats = features(processor, audio).to(model.device, dtype=model.dtype)
+    d = p.decode
+    # repetition guard: greedy decoding loops on some clips; cap new tokens by the audio's length
+    max_new = min(model.config.max_target_positions - 8, math.ceil(max(len(a) for a in audio) / 16000 * d.max_tokens_per_second) + 8)
+    with torch.no_grad():
+        out = model.generate(feats, language=p.model.language, task=p.model.task, num_beams=d.num_beams,
+                             max_new_tokens=max_new, no_repeat_ngram_size=d.no_repeat_ngram_size or None)
+    return processor.batch_decode(out, skip_special_tokens=True)
