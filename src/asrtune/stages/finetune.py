@@ -59,6 +59,8 @@ def run(stage: str) -> None:
     if not init.is_dir():
         raise UserError(f"train.stages.{stage}.init: {init} not found (run `dvc repro` for the stage that writes it)")
 
+    import warnings
+
     import torch
     import transformers
     from dvclive import Live
@@ -68,6 +70,7 @@ def run(stage: str) -> None:
     from asrtune import training
     from asrtune.encoder_cache import EncoderCache, weights_digest
 
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
     fam = families.get(p.model.family)
     ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
     transformers.set_seed(t.seed)
