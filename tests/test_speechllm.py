@@ -186,6 +186,18 @@ def test_lora_merge_equals_adapter_outputs(lora_run):
     assert not torch.allclose(a, b, atol=1e-4)  # the adapter did change the outputs
 
 
+def test_loss_on_learned_positions_only_equals_the_llms_own_loss(lora_run):
+    """forward projects to the vocabulary only where a token is learned; the loss must not change."""
+    model = checkpoint.load(lora_run / "models/finetune/s1", "speechllm").eval()
+    _, _, _, batch = batch_of(lora_run, model)
+    with torch.no_grad():
+        ours = model(**batch)
+        embeds = model.input_embeddings(batch["input_ids"], batch["audio_mask"], batch["encoder_lengths"], batch["input_features"])
+        full = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert ours.logits.shape[0] == int((batch["labels"] != -100).sum())
+    assert torch.allclose(ours.loss, full.loss, rtol=1e-5)
+
+
 def test_batched_generation_equals_one_clip_at_a_time(lora_run):
     """Left padding and the audio splice must not change what a clip decodes to."""
     from asrtune.families import speechllm

@@ -16,6 +16,7 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 HOP = 160  # Whisper features: 10 ms per mel frame at 16 kHz; the encoder halves it (20 ms per frame)
@@ -139,9 +140,25 @@ class SpeechLLM(PreTrainedModel):
         return embeds.masked_scatter(audio_mask.unsqueeze(-1), audio.to(embeds.dtype))
 
     def forward(self, input_ids, attention_mask, audio_mask, encoder_lengths, input_features=None,
-                encoder_hidden=None, labels=None, **kwargs):
+                encoder_hidden=None, labels=None, num_items_in_batch=None, **kwargs):
         embeds = self.input_embeddings(input_ids, audio_mask, encoder_lengths, input_features, encoder_hidden)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        if labels is None or not self._plain_logits():
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
+                            num_items_in_batch=num_items_in_batch, **kwargs)
+        # the vocabulary projection only where a token is learned (the transcript and <|im_end|>):
+        # prompt and audio positions are most of the sequence, and their logits would be thrown away
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs).last_hidden_state
+        targets = labels[:, 1:]
+        learned = targets != -100
+        logits = self.llm.get_output_embeddings()(hidden[:, :-1][learned]).float()
+        loss = nn.functional.cross_entropy(logits, targets[learned], reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else learned.sum().clamp(min=1))
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def _plain_logits(self) -> bool:
+        """Logits are the output projection of the last hidden state, nothing more (Qwen, Llama, ...)."""
+        text = self.config.text_config
+        return not any(getattr(text, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
 
 
 class SpeechLLMProcessor:
