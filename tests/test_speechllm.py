@@ -130,7 +130,8 @@ def test_each_freeze_flag_freezes_what_it_names(sllm_data, tiny_whisper_dir, tin
     repo = tmp_path / "repo"
     shutil.copytree(sllm_data, repo)
     flags = {f"train.freeze_{part}": part == frozen for part in PARTS}
-    finetune(repo, tiny_whisper_dir, tiny_llm_dir, **flags, **{"train.lora.r": 0})  # r=0: the LLM trains fully
+    proc = finetune(repo, tiny_whisper_dir, tiny_llm_dir, **flags, **{"train.lora.r": 0})  # r=0: the LLM trains fully
+    assert ("adaptor has random weights" in proc.stdout) == (frozen == "adaptor")  # a frozen new adaptor is useless
     base = checkpoint.load(repo / "models/base", "speechllm")
     tuned = checkpoint.load(repo / "models/finetune/s1", "speechllm")
     for part in PARTS:

@@ -19,11 +19,14 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
 
-def check_flags(p: params.Params) -> bool:
+def check_flags(p: params.Params, stage: str) -> bool:
     """Validates the freeze flags before any data or model is loaded; returns whether LoRA is used."""
     t, fam = p.train, families.get(p.model.family)
     if not fam.HAS_ADAPTOR and not t.freeze_adaptor:
         print(f"note: the {fam.NAME} family has no adaptor; train.freeze_adaptor=false changes nothing")
+    if fam.HAS_ADAPTOR and t.freeze_adaptor and t.stages[stage].init.rstrip("/") == str(paths.BASE_MODEL):
+        print(f"warning: {paths.BASE_MODEL}'s adaptor has random weights and train.freeze_adaptor=true keeps them: "
+              "the LLM will not get usable audio (train it in the first stage: -S train.freeze_adaptor=false)")
     frozen = [t.freeze_encoder, t.freeze_llm] + ([t.freeze_adaptor] if fam.HAS_ADAPTOR else [])
     if all(frozen):
         raise UserError("train: every component is frozen (freeze_encoder, freeze_adaptor, freeze_llm): nothing would learn")
@@ -49,7 +52,7 @@ def run(stage: str) -> None:
     p = params.load()
     if stage not in p.train.stages:
         raise UserError(f"train.stages has no stage '{stage}' (have: {', '.join(p.train.stages)})")
-    use_lora = check_flags(p)
+    use_lora = check_flags(p, stage)
     t, cfg = p.train, p.train.stages[stage]
     init, out, live_dir = Path(cfg.init), paths.finetune_dir(stage), paths.train_plots_dir(stage)
     data = [paths.mix_dir(stage) / "train.jsonl", paths.mix_dir(stage) / "val.jsonl"]
@@ -88,6 +91,8 @@ def run(stage: str) -> None:
 
     train_ex, val_ex = (chatml.examples(read_jsonl(f)) for f in data)
     cache = None
+    if torch.cuda.is_available():
+        model.to("cuda")  # before the encoder cache fills, so that runs on the GPU too (the Trainer keeps it there)
     if t.freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
         features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
