@@ -156,12 +156,18 @@ def _measure(kind: str, quick: bool, batch: int, seconds: float, text_tokens: in
 
 
 def measure(kind: str, quick: bool, batch: int, seconds: float, text_tokens: int) -> None:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_measure, args=(kind, quick, batch, seconds, text_tokens, queue))
-    child.start()
+    """In a fresh child process, so the peak is this measurement's own (--quick: in this one, it is a smoke test)."""
+    if quick:
+        queue = __import__("queue").Queue()
+        _measure(kind, quick, batch, seconds, text_tokens, queue)
+    else:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_measure, args=(kind, quick, batch, seconds, text_tokens, queue))
+        child.start()
     what, device, rss_imports, rss_model, peak, gpu, wall = queue.get()
-    child.join()
+    if not quick:
+        child.join()
     gpu_text = f", CUDA peak allocated {gpu:.2f} GiB" if gpu is not None else ""
     print(f"- {what} on {device}: peak RSS {peak / 1024:.2f} GiB (after imports {rss_imports:.0f} MiB, "
           f"with the model {rss_model / 1024:.2f} GiB){gpu_text}; {wall:.1f} s per {kind} step")

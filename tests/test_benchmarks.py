@@ -1,0 +1,16 @@
+"""Benchmark scripts run (--quick): a smoke test of their code paths, not a measurement."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_speechllm_memory_quick():
+    proc = subprocess.run([sys.executable, "benchmarks/speechllm_memory.py", "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "| tiny | tiny |" in proc.stdout
+    assert proc.stdout.count("peak RSS") == 2 and "train step" in proc.stdout and "decode" in proc.stdout
