@@ -14,3 +14,10 @@ def test_speechllm_memory_quick():
     assert proc.returncode == 0, proc.stderr
     assert "| tiny | tiny |" in proc.stdout
     assert proc.stdout.count("peak RSS") == 2 and "train step" in proc.stdout and "decode" in proc.stdout
+
+
+def test_pipeline_overhead_quick():
+    proc = subprocess.run([sys.executable, "benchmarks/pipeline_overhead.py", "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "`dvc repro (no-op)`" in proc.stdout and "`dvc status`" in proc.stdout and "(1 stages)" in proc.stdout
