@@ -1,10 +1,12 @@
-"""Throughput and peak memory of the ingest + jsonl stages on the header-probe path.
+"""Throughput and peak memory of the data stages: ingest + jsonl + split + mix.
 
-Writes N tiny 16 kHz mono PCM clips as a Kaldi corpus, runs `asrtune ingest` and `asrtune jsonl`
-as DVC would (one process each), and prints wall time, utterances per second and each process's
-peak resident memory, for every N side by side, with the ratios between the largest and smallest N.
+Writes N tiny 16 kHz mono PCM clips as two Kaldi corpora (N/2 domain, N/2 general; the header-probe
+path: nothing to convert), runs every data stage as DVC would (one process each: ingest, jsonl,
+split per corpus, mix per curriculum stage of params.yaml), and prints wall time, utterances per
+second and the largest peak resident memory of each kind of stage, for every N side by side, with
+the ratios between the largest and smallest N.
 
-    uv run python benchmarks/data_stages.py            # 1k and 10k utterances
+    uv run python benchmarks/data_stages.py            # 1k, 10k and 50k utterances
     uv run python benchmarks/data_stages.py --quick    # 200 and 1k: a smoke run, not a measurement
 """
 
@@ -25,9 +27,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_corpus(root: Path, n: int) -> Path:
+def make_corpus(root: Path, n: int, seed: int) -> Path:
     """n clips of 0.5-1.5 s (noise, so files differ), Kaldi wav.scp + text + utt2spk."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     audio, kaldi = root / "audio", root / "kaldi"
     audio.mkdir(parents=True)
     kaldi.mkdir()
@@ -65,39 +67,51 @@ def run_measured(args: list[str], cwd: Path) -> tuple[float, float]:
     return wall, peak_kib / 1024
 
 
+STAGES = ("ingest", "jsonl", "split", "mix")
+
+
 def bench(n: int) -> dict:
     from asrtune.whisper_ct2 import build_tokenizer, offline_whisper_base_dir
 
     with tempfile.TemporaryDirectory(prefix="asrtune-bench-") as tmp:
         root = Path(tmp)
-        kaldi = make_corpus(root, n)
         params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        params["data"]["corpora"] = {"bench": {"role": "domain", "source": str(kaldi)}}
+        params["data"]["corpora"] = {name: {"role": name, "source": str(make_corpus(root / name, n // 2, seed))}
+                                     for seed, name in enumerate(("domain", "general"))}
         (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
         build_tokenizer(offline_whisper_base_dir()[0] / "tokenizer.json").save_pretrained(root / "models/base")
-        ingest_s, ingest_mb = run_measured(["ingest", "bench"], root)
-        jsonl_s, jsonl_mb = run_measured(["jsonl", "bench"], root)
-        accepted = sum(1 for _ in open(root / "data/jsonl/bench.jsonl"))
-    assert accepted == n, f"{accepted} of {n} accepted"
-    return {"n": n, "ingest_s": ingest_s, "jsonl_s": jsonl_s, "ingest_mb": ingest_mb, "jsonl_mb": jsonl_mb}
+        row = {"n": n, **{f"{s}_s": 0.0 for s in STAGES}, **{f"{s}_mb": 0.0 for s in STAGES}}
+        runs = [(stage, corpus) for stage in STAGES[:3] for corpus in params["data"]["corpora"]]
+        runs += [("mix", s) for s in params["mix"]["stages"]]
+        for stage, arg in runs:
+            wall, peak = run_measured([stage, arg], root)
+            row[f"{stage}_s"] += wall
+            row[f"{stage}_mb"] = max(row[f"{stage}_mb"], peak)
+        accepted = sum(1 for c in ("domain", "general") for _ in open(root / f"data/jsonl/{c}.jsonl"))
+    assert accepted == n // 2 * 2, f"{accepted} of {n} accepted"
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 and 1k utterances (smoke run)")
     args = parser.parse_args()
-    sizes = [200, 1000] if args.quick else [1000, 10000]
+    sizes = [200, 1000] if args.quick else [1000, 10000, 50000]
     rows = [bench(n) for n in sizes]
-    print(f"{'utterances':>10} {'ingest s':>9} {'jsonl s':>8} {'utt/s':>8} {'ingest MiB':>11} {'jsonl MiB':>10}")
+    print("wall seconds per kind of stage (all its processes), utterances per second of the four together,")
+    print("and the largest peak RSS of one process of each kind:\n")
+    print(f"{'utterances':>10} " + " ".join(f"{s + ' s':>8}" for s in STAGES) + f" {'utt/s':>7} "
+          + " ".join(f"{s + ' MiB':>10}" for s in STAGES))
     for r in rows:
-        rate = r["n"] / (r["ingest_s"] + r["jsonl_s"])
-        print(f"{r['n']:>10} {r['ingest_s']:>9.2f} {r['jsonl_s']:>8.2f} {rate:>8.0f} {r['ingest_mb']:>11.0f} {r['jsonl_mb']:>10.0f}")
+        total = sum(r[f"{s}_s"] for s in STAGES)
+        print(f"{r['n']:>10} " + " ".join(f"{r[s + '_s']:>8.2f}" for s in STAGES) + f" {r['n'] / total:>7.0f} "
+              + " ".join(f"{r[s + '_mb']:>10.0f}" for s in STAGES))
     small, big = rows[0], rows[-1]
     # the marginal rate discounts process start-up (imports), which a larger corpus does not repeat
-    marginal = (big["n"] - small["n"]) / ((big["ingest_s"] + big["jsonl_s"]) - (small["ingest_s"] + small["jsonl_s"]))
-    print(f"marginal ingest+jsonl throughput ({small['n']}->{big['n']}): {marginal:.0f} utt/s")
-    print(f"peak memory ratio {big['n']} vs {small['n']}: ingest {big['ingest_mb'] / small['ingest_mb']:.2f}x, "
-          f"jsonl {big['jsonl_mb'] / small['jsonl_mb']:.2f}x (corpus {big['n'] / small['n']:.0f}x larger)")
+    marginal = (big["n"] - small["n"]) / (sum(big[f"{s}_s"] for s in STAGES) - sum(small[f"{s}_s"] for s in STAGES))
+    print(f"\nmarginal throughput, all four stages ({small['n']}->{big['n']}): {marginal:.0f} utt/s")
+    print(f"peak memory ratio {big['n']} vs {small['n']} (corpus {big['n'] / small['n']:.0f}x larger): "
+          + ", ".join(f"{s} {big[s + '_mb'] / small[s + '_mb']:.2f}x" for s in STAGES))
 
 
 if __name__ == "__main__":

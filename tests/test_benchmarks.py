@@ -21,3 +21,10 @@ def test_pipeline_overhead_quick():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "`dvc repro (no-op)`" in proc.stdout and "`dvc status`" in proc.stdout and "(1 stages)" in proc.stdout
+
+
+def test_data_stages_quick():
+    proc = subprocess.run([sys.executable, "benchmarks/data_stages.py", "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "peak memory ratio 1000 vs 200" in proc.stdout and "mix MiB" in proc.stdout
