@@ -97,7 +97,7 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     # an experiment: switching the family reruns everything downstream of the base model, never ingest
     commit(dvc_repo, "baseline")
     adaptor = speechllm_overrides(tiny_llm_dir)["model.adaptor"]
-    switch = ["-S", "model.family=speechllm", "-S", f"model.llm={tiny_llm_dir}"] + [
+    switch = ["-S", "model.family=speechllm", "-S", f"model.llm={tiny_llm_dir}", "-S", "train.freeze_adaptor=false"] + [
         arg for key, value in adaptor.items() for arg in ("-S", f"model.adaptor.{key}={value}")]
     experiment = subprocess.run([DVC, "exp", "run", *switch], cwd=dvc_repo, capture_output=True, text=True, env={**ENV, **GIT_ENV})
     assert experiment.returncode == 0, experiment.stderr

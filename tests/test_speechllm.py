@@ -131,11 +131,13 @@ def test_each_freeze_flag_freezes_what_it_names(sllm_data, tiny_whisper_dir, tin
     shutil.copytree(sllm_data, repo)
     flags = {f"train.freeze_{part}": part == frozen for part in PARTS}
     proc = finetune(repo, tiny_whisper_dir, tiny_llm_dir, **flags, **{"train.lora.r": 0})  # r=0: the LLM trains fully
-    assert ("adaptor has random weights" in proc.stdout) == (frozen == "adaptor")  # a frozen new adaptor is useless
+    assert ("adaptor in models/base starts from random weights" in proc.stdout) == (frozen == "adaptor")  # a frozen new adaptor is useless
     base = checkpoint.load(repo / "models/base", "speechllm")
     tuned = checkpoint.load(repo / "models/finetune/s1", "speechllm")
     for part in PARTS:
         assert same(part_state(base, part), part_state(tuned, part)) == (part == frozen), part
+    positions = "embed_positions.weight"  # Whisper's sinusoidal table stays fixed in a trained encoder
+    assert torch.equal(part_state(base, "encoder")[positions], part_state(tuned, "encoder")[positions])
     # no LoRA: the stage output holds only what trained, never a copy of the frozen part
     saved = set(__import__("safetensors.torch", fromlist=["load_file"]).load_file(repo / "models/finetune/s1/trained.safetensors"))
     assert saved and not any(name.startswith(f"{frozen}.") for name in saved)
@@ -153,6 +155,15 @@ def test_lora_targets_that_the_llm_lacks_are_named(sllm_data, tiny_whisper_dir, 
     shutil.copytree(sllm_data, repo)
     params_for(repo, tiny_whisper_dir, **speechllm_overrides(tiny_llm_dir), **{"train.lora.target_modules": ["q_proj", "fc1"]})
     assert_one_line_error(asrtune(repo, "finetune", "s1", ok=False), "'fc1' names no linear layer", "q_proj")
+
+
+def test_a_model_of_the_other_family_is_a_clear_error(lora_run, data_repo):
+    from asrtune.errors import UserError
+
+    with pytest.raises(UserError, match="trained as model.family=speechllm"):
+        checkpoint.load(lora_run / "models/finetune/s1", "whisper")
+    with pytest.raises(UserError, match="holds a whisper model"):
+        checkpoint.load(data_repo / "models/base", "speechllm")
 
 
 def test_speechllm_without_an_llm_is_an_error(sllm_data, tiny_whisper_dir, tmp_path):

@@ -79,6 +79,8 @@ def test_unfrozen_encoder_trains_fully_beside_lora(repo, tiny_whisper_dir):
     assert not same(state(base, "model.decoder.layers.0.self_attn.q_proj"), state(tuned, "model.decoder.layers.0.self_attn.q_proj"))
     k = "model.decoder.layers.0.encoder_attn.k_proj"  # not a LoRA target
     assert same(state(base, k), state(tuned, k))
+    positions = "model.encoder.embed_positions."  # sinusoidal, fixed: peft's modules_to_save must not train it
+    assert same(state(base, positions), state(tuned, positions))
 
 
 def test_everything_frozen_fails_before_loading_anything(repo, tiny_whisper_dir):

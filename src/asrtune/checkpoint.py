@@ -38,13 +38,30 @@ def load(path: Path, family: str):
         raise UserError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
     meta_file = path / META
     if not meta_file.is_file():
+        config = path / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+        if model_type != fam.MODEL_TYPE:
+            raise UserError(f"{path}: holds a {model_type or 'non-transformers'} model, not the {family} family's "
+                            f"{fam.MODEL_TYPE} (model.family changed? run `dvc repro` so base follows it)")
         return fam.load_plain(path)
-    meta = json.loads(meta_file.read_text())
+    try:
+        meta = json.loads(meta_file.read_text())
+        kind, made_by = meta["kind"], meta["family"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise UserError(f"{meta_file}: not a stage description ({type(e).__name__}: {e}); rerun its finetune stage") from None
+    if made_by != family:
+        raise UserError(f"{path}: trained as model.family={made_by}, but params say {family}")
+    if kind not in ("lora", "partial"):
+        raise UserError(f"{meta_file}: unknown kind {kind!r} (an older asrtune's output? rerun its finetune stage)")
     init = load(_init_of(path), family)
-    if meta["kind"] == "partial":
+    if kind == "partial":
         from safetensors.torch import load_file
 
-        result = init.load_state_dict(load_file(path / TRAINED), strict=False)
+        try:
+            result = init.load_state_dict(load_file(path / TRAINED), strict=False)
+        except RuntimeError as e:  # shapes differ: the init model changed since this stage trained
+            lines = str(e).strip().splitlines()
+            raise UserError(f"{path / TRAINED}: does not fit {_init_of(path)}: {lines[min(1, len(lines) - 1)].strip()}") from None
         if result.unexpected_keys:
             raise UserError(f"{path / TRAINED}: tensors the model does not have: {', '.join(result.unexpected_keys[:5])}")
         return init

@@ -30,3 +30,14 @@ def check_targets(targets: list[str], linear_names: list[str]) -> None:
             have = sorted({n.split(".")[-1] for n in linear_names})
             raise UserError(f"train.lora.target_modules: {t!r} names no linear layer of this model's "
                             f"LoRA part (it has: {', '.join(have)})")
+
+
+# Whisper's encoder position table is sinusoidal and fixed (transformers never trains it): it stays
+# so even when the encoder is unfrozen or wrapped by peft's modules_to_save, which re-enables all.
+FIXED = re.compile(r"encoder\.(?:.*\.)?embed_positions\.")
+
+
+def keep_fixed(model) -> None:
+    for name, p in model.named_parameters():
+        if FIXED.search(name):
+            p.requires_grad = False

@@ -47,7 +47,8 @@ def run(model: str, corpus: str) -> None:
         try:
             texts = fam.transcribe(net, processor, batch, [audio[e.key] for e in batch], p)
         except ValueError as e:  # e.g. a generation config without languages, or a language it lacks
-            raise UserError(f"{model_dir}: cannot decode with model.language={p.model.language!r}: {str(e).splitlines()[0]}") from None
+            setting = f"model.language={p.model.language!r}" if p.model.family == "whisper" else f"model.family={p.model.family}"
+            raise UserError(f"{model_dir}: cannot decode with {setting}: {str(e).splitlines()[0]}") from None
         hyps.update({e.key: " ".join(t.split()) for e, t in zip(batch, texts)})  # one line per utterance, no tabs
     wall = time.perf_counter() - start
     out = paths.decode_file(model, corpus)

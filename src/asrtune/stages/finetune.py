@@ -19,14 +19,14 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
 
-def check_flags(p: params.Params, stage: str) -> bool:
+def check_flags(p: params.Params) -> bool:
     """Validates the freeze flags before any data or model is loaded; returns whether LoRA is used."""
     t, fam = p.train, families.get(p.model.family)
     if not fam.HAS_ADAPTOR and not t.freeze_adaptor:
         print(f"note: the {fam.NAME} family has no adaptor; train.freeze_adaptor=false changes nothing")
-    if fam.HAS_ADAPTOR and t.freeze_adaptor and t.stages[stage].init.rstrip("/") == str(paths.BASE_MODEL):
-        print(f"warning: {paths.BASE_MODEL}'s adaptor has random weights and train.freeze_adaptor=true keeps them: "
-              "the LLM will not get usable audio (train it in the first stage: -S train.freeze_adaptor=false)")
+    if fam.HAS_ADAPTOR and t.freeze_adaptor:  # the flags hold for every stage: no stage of this curriculum trains it
+        print(f"warning: the adaptor in {paths.BASE_MODEL} starts from random weights and train.freeze_adaptor=true "
+              "keeps them so: the LLM will get no usable audio (set -S train.freeze_adaptor=false)")
     frozen = [t.freeze_encoder, t.freeze_llm] + ([t.freeze_adaptor] if fam.HAS_ADAPTOR else [])
     if all(frozen):
         raise UserError("train: every component is frozen (freeze_encoder, freeze_adaptor, freeze_llm): nothing would learn")
@@ -52,7 +52,7 @@ def run(stage: str) -> None:
     p = params.load()
     if stage not in p.train.stages:
         raise UserError(f"train.stages has no stage '{stage}' (have: {', '.join(p.train.stages)})")
-    use_lora = check_flags(p, stage)
+    use_lora = check_flags(p)
     t, cfg = p.train, p.train.stages[stage]
     init, out, live_dir = Path(cfg.init), paths.finetune_dir(stage), paths.train_plots_dir(stage)
     data = [paths.mix_dir(stage) / "train.jsonl", paths.mix_dir(stage) / "val.jsonl"]
@@ -86,10 +86,12 @@ def run(stage: str) -> None:
         model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
                                                       train_encoder=not t.freeze_encoder,
                                                       train_adaptor=not t.freeze_adaptor, model=model))
+    families.keep_fixed(model)
     trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
     total = sum(x.numel() for x in model.parameters())
 
     train_ex, val_ex = (chatml.examples(read_jsonl(f)) for f in data)
+    make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
     cache = None
     if torch.cuda.is_available():
         model.to("cuda")  # before the encoder cache fills, so that runs on the GPU too (the Trainer keeps it there)
@@ -100,7 +102,6 @@ def run(stage: str) -> None:
         new = cache.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size)
         print(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
 
-    make_item = fam.item_maker(model, processor, p)
     datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
     args = TrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,

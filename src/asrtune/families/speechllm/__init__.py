@@ -22,6 +22,7 @@ from asrtune.errors import UserError
 from asrtune.families import check_targets
 
 NAME = "speechllm"
+MODEL_TYPE = "asrtune_speechllm"  # config.json model_type of a plain model directory
 CACHE_TAG = "audio frames only"  # the cache holds only the frames that hold audio
 HAS_ADAPTOR = True
 PARTS = ("encoder", "adaptor", "llm")
@@ -62,9 +63,10 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] 
 
     targets = target_modules or DEFAULT_LORA_TARGETS
     names = "|".join(re.escape(t) for t in targets)
-    pattern = rf"^llm\.model\.layers\.\d+\.(?:.*\.)?(?:{names})$"
+    layer = r"^llm\.(?:.*\.)?(?:layers|h)\.\d+\."  # decoder blocks: model.layers (Qwen, Llama, ...), transformer.h (GPT-2)
+    pattern = rf"{layer}(?:.*\.)?(?:{names})$"
     if model is not None:
-        check_targets(targets, [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("llm.model.layers.")])
+        check_targets(targets, [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and re.match(layer, n)])
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern,
                       modules_to_save=[part for part, on in (("encoder", train_encoder), ("adaptor", train_adaptor)) if on] or None)
 

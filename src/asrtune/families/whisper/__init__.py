@@ -16,6 +16,7 @@ from asrtune.errors import UserError
 from asrtune.families import check_targets
 
 NAME = "whisper"
+MODEL_TYPE = "whisper"  # config.json model_type of a plain model directory
 CACHE_TAG = ""  # the cache holds all 1500 frames per clip
 HAS_ADAPTOR = False
 # suffixes inside decoder layers. Cross-attention k/v are left out on purpose: they run over all
