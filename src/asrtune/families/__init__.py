@@ -23,6 +23,11 @@ def get(name: str):
     raise UserError(f"model.family: unknown family {name!r} (allowed: {', '.join(NAMES)})")
 
 
+def whisper_features(processor, audio):
+    """Log-mel features of 16 kHz waveforms, padded to Whisper's 30 s window (both families' encoder input)."""
+    return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+
+
 def check_targets(targets: list[str], linear_names: list[str]) -> None:
     """Every LoRA target must name a linear layer where LoRA goes, or peft's error would be a stack trace."""
     for t in targets:

@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 from asrtune.chatml import Example
 from asrtune.errors import UserError
 from asrtune.families import check_targets
+from asrtune.families import whisper_features as features
 
 NAME = "speechllm"
 MODEL_TYPE = "asrtune_speechllm"  # config.json model_type of a plain model directory
@@ -128,10 +129,6 @@ def collate(batch: list[dict], pad_id: int = 0) -> dict:
     else:
         out["input_features"] = torch.stack([b["input_features"] for b in batch])
     return out
-
-
-def features(processor, audio: list[np.ndarray]) -> torch.Tensor:
-    return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
 
 
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 from asrtune.chatml import Example
 from asrtune.errors import UserError
 from asrtune.families import check_targets
+from asrtune.families import whisper_features as features
 
 NAME = "whisper"
 MODEL_TYPE = "whisper"  # config.json model_type of a plain model directory
@@ -95,10 +96,6 @@ def collate(batch: list[dict]) -> dict:
     else:
         out["input_features"] = torch.stack([b["input_features"] for b in batch])
     return out
-
-
-def features(processor, audio: list[np.ndarray]) -> torch.Tensor:
-    return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
 
 
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
