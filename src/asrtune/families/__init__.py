@@ -4,6 +4,7 @@ freeze, add LoRA, make training inputs, encode, transcribe. `whisper` (encoder-d
 
 from __future__ import annotations
 
+import math
 import re
 
 from asrtune.errors import UserError
@@ -26,6 +27,12 @@ def get(name: str):
 def whisper_features(processor, audio):
     """Log-mel features of 16 kHz waveforms, padded to Whisper's 30 s window (both families' encoder input)."""
     return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+
+
+def max_new_tokens(audio, decode) -> int:
+    """The repetition guard both families use: greedy decoding loops on some clips, so new tokens are
+    capped at decode.max_tokens_per_second per second of the batch's longest clip, plus 8."""
+    return math.ceil(max(len(a) for a in audio) / 16000 * decode.max_tokens_per_second) + 8
 
 
 def check_targets(targets: list[str], linear_names: list[str]) -> None:

@@ -9,7 +9,6 @@ with the loss on `{text}<|im_end|>` only. System message and prompt come from ea
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from asrtune.chatml import Example
 from asrtune.errors import UserError
-from asrtune.families import check_targets
+from asrtune.families import check_targets, max_new_tokens
 from asrtune.families import whisper_features as features
 
 NAME = "speechllm"
@@ -115,10 +114,11 @@ def item_maker(model, processor, p):
     return lambda ex, num_samples: prompt.inputs(ex, num_samples, stride)
 
 
-def collate(batch: list[dict], pad_id: int = 0) -> dict:
-    """Right-padded text side; encoder outputs padded to the longest clip (or raw features)."""
+def collate(batch: list[dict]) -> dict:
+    """Right-padded text side (pad id 0: masked out and never learned); encoder outputs padded to
+    the longest clip (or raw features)."""
     out = {
-        "input_ids": pad_sequence([b["input_ids"] for b in batch], batch_first=True, padding_value=pad_id),
+        "input_ids": pad_sequence([b["input_ids"] for b in batch], batch_first=True),
         "attention_mask": pad_sequence([torch.ones_like(b["input_ids"]) for b in batch], batch_first=True),
         "audio_mask": pad_sequence([b["audio_mask"] for b in batch], batch_first=True),
         "labels": pad_sequence([b["labels"] for b in batch], batch_first=True, padding_value=-100),
@@ -140,10 +140,10 @@ def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
     return [h[: encoder_frames(len(a))] for h, a in zip(hidden, audio)]
 
 
-def prompt_embeddings(model, processor, batch: list[Example], audio: list[np.ndarray]):
+def prompt_embeddings(model, processor, batch: list[Example], audio: list[np.ndarray], prompt: Prompt | None = None):
     """The LLM's input embeddings up to the assistant's turn, left-padded so every row ends there,
     and their attention mask."""
-    prompt = Prompt(processor.tokenizer)
+    prompt = prompt or Prompt(processor.tokenizer)
     rows = [prompt.inputs(ex, len(a), model.config.adaptor_stride, with_text=False) for ex, a in zip(batch, audio)]
     width = max(len(r["input_ids"]) for r in rows)
     device = model.device
@@ -167,10 +167,9 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
     from transformers import GenerationConfig
 
     prompt = Prompt(processor.tokenizer)
-    embeds, attention_mask = prompt_embeddings(model, processor, batch, audio)
+    embeds, attention_mask = prompt_embeddings(model, processor, batch, audio, prompt)
     d = p.decode
-    max_new = math.ceil(max(len(a) for a in audio) / 16000 * d.max_tokens_per_second) + 8
-    config = GenerationConfig(do_sample=False, num_beams=d.num_beams, max_new_tokens=max_new, eos_token_id=prompt.end,
+    config = GenerationConfig(do_sample=False, num_beams=d.num_beams, max_new_tokens=max_new_tokens(audio, d), eos_token_id=prompt.end,
                               pad_token_id=prompt.pad, no_repeat_ngram_size=d.no_repeat_ngram_size or None)
     with torch.no_grad():
         out = model.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=config)

@@ -3,7 +3,6 @@ decoder, which the `llm` freeze flag names. Whisper has no adaptor."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from asrtune.chatml import Example
 from asrtune.errors import UserError
-from asrtune.families import check_targets
+from asrtune.families import check_targets, max_new_tokens
 from asrtune.families import whisper_features as features
 
 NAME = "whisper"
@@ -107,8 +106,7 @@ def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
 def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str]:
     feats = features(processor, audio).to(model.device, dtype=model.dtype)
     d = p.decode
-    # repetition guard: greedy decoding loops on some clips; cap new tokens by the audio's length
-    max_new = min(model.config.max_target_positions - 8, math.ceil(max(len(a) for a in audio) / 16000 * d.max_tokens_per_second) + 8)
+    max_new = min(model.config.max_target_positions - 8, max_new_tokens(audio, d))
     with torch.no_grad():
         out = model.generate(feats, language=p.model.language, task=p.model.task, num_beams=d.num_beams,
                              max_new_tokens=max_new, no_repeat_ngram_size=d.no_repeat_ngram_size or None)
