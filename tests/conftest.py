@@ -76,23 +76,9 @@ def whisper_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
     """A tiny random Whisper (d_model 16, one layer each side) with the real processor."""
-    import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+    from asrtune.tiny import write_tiny_whisper
 
-    from asrtune.whisper_ct2 import build_generation_config, offline_whisper_base_dir, read_ct2_config
-
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=len(whisper_tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
-                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                           decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=1500, max_target_positions=448,
-                           pad_token_id=50257, bos_token_id=50257, eos_token_id=50257, decoder_start_token_id=50258)
-    out = tmp_path_factory.mktemp("tiny-whisper")
-    model = WhisperForConditionalGeneration(config)
-    home = offline_whisper_base_dir()[0]  # the real model's languages, tasks and suppressed tokens
-    model.generation_config = build_generation_config(config, whisper_tokenizer, read_ct2_config(home / "config.json"))
-    model.save_pretrained(out)
-    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), whisper_tokenizer).save_pretrained(out)
-    return out
+    return write_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"), whisper_tokenizer)
 
 
 CHATML_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

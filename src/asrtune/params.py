@@ -131,7 +131,13 @@ class Train(Strict):
     stages: dict[Name, TrainStage]
 
 
+CT2_COMPUTE_TYPES = Literal["default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                            "float16", "bfloat16", "float32"]
+
+
 class Decode(Strict):
+    engine: Literal["transformers", "ctranslate2"] = "transformers"  # ctranslate2: the whisper family only
+    compute_type: CT2_COMPUTE_TYPES = "default"  # ctranslate2 only; default = as stored (float16; float32 on a CPU)
     batch_size: Annotated[int, Field(gt=0)] = 16
     num_beams: Annotated[int, Field(gt=0)] = 1
     # repetition guard: at most this many tokens per second of audio (+8), and no repeated n-grams of this size (0 = off)

@@ -50,6 +50,11 @@ def model_dir(name: str) -> Path:
     return BASE_MODEL if name == "base" else MERGED_MODEL
 
 
+def ct2_dir(name: str) -> Path:
+    """decode.engine=ctranslate2: the CTranslate2 copy of `base` or `merged`."""
+    return Path("models/ct2") / name
+
+
 def decode_file(model: str, corpus: str) -> Path:
     return Path("data/decode") / model / f"{corpus}.tsv"
 

@@ -1,0 +1,75 @@
+"""decode.engine=ctranslate2: Whisper through CTranslate2, the runtime faster-whisper is built on.
+
+`convert` writes a model directory with CTranslate2's own converter, in the layout faster-whisper
+reads (model.bin, config.json, vocabulary.json, tokenizer.json, preprocessor_config.json), so
+`faster_whisper.WhisperModel("models/ct2/merged")` loads it too. Decoding is batched, with the same
+features, prompt, greedy/beam setting and repetition guard as the transformers engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from asrtune.errors import UserError
+from asrtune.families import max_new_tokens
+
+# weights stored in float16, as faster-whisper's published models are (half the size of float32);
+# decode.compute_type picks what they compute in (CTranslate2's "default" on a CPU is float32)
+QUANTIZATION = "float16"
+# CTranslate2's Whisper generates at most max_length / 2 new tokens (OpenAI's sample_len = n_text_ctx // 2),
+# so max_length is twice the repetition guard's budget, and at most Whisper's 448 positions
+MAX_LENGTH = 448
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
+
+
+def convert(model_dir: Path, out: Path) -> None:
+    """A transformers Whisper directory -> a CTranslate2 one."""
+    from ctranslate2.converters import TransformersConverter
+    from transformers import WhisperFeatureExtractor
+
+    TransformersConverter(str(model_dir), copy_files=["tokenizer.json"]).convert(str(out), quantization=QUANTIZATION, force=True)
+    # transformers 5 keeps the feature settings in processor_config.json; faster-whisper reads preprocessor_config.json
+    WhisperFeatureExtractor.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
+
+
+class Engine:
+    """A loaded CTranslate2 Whisper with its feature extractor and tokenizer."""
+
+    def __init__(self, ct2_dir: Path, compute_type: str = "default"):
+        missing = [f for f in MODEL_FILES if not (ct2_dir / f).is_file()]
+        if missing:
+            raise UserError(f"{ct2_dir}: not a CTranslate2 model (no {', '.join(missing)}); "
+                            "run `dvc repro` so the convert stage writes it with decode.engine=ctranslate2")
+        import logging
+
+        import ctranslate2
+        from tokenizers import Tokenizer
+        from transformers import WhisperFeatureExtractor
+
+        ctranslate2.set_log_level(logging.ERROR)  # "float16 computes as float32 on this CPU": we print the compute type
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type=compute_type)
+        self.features = WhisperFeatureExtractor.from_pretrained(ct2_dir, local_files_only=True)
+        self.tokenizer = Tokenizer.from_file(str(ct2_dir / "tokenizer.json"))
+        self.device = f"{device} ({self.model.compute_type})"
+
+    def prompt(self, language: str, task: str) -> list[int]:
+        tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
+        ids = [self.tokenizer.token_to_id(t) for t in tokens]
+        if None in ids:
+            raise UserError(f"model.language/model.task: the tokenizer has no {tokens[1]} or {tokens[2]} token")
+        return ids
+
+    def transcribe(self, audio: list[np.ndarray], p) -> list[str]:
+        import ctranslate2
+
+        d = p.decode
+        feats = self.features(audio, sampling_rate=16000, return_tensors="np").input_features
+        prompt = self.prompt(p.model.language, p.model.task)
+        max_new = min(MAX_LENGTH // 2, max_new_tokens(audio, d))
+        results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
+                                      [prompt] * len(audio), beam_size=d.num_beams, max_length=2 * max_new,
+                                      no_repeat_ngram_size=d.no_repeat_ngram_size)
+        return [self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
