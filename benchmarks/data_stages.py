@@ -13,18 +13,13 @@ the ratios between the largest and smallest N.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, run_stage
 
 
 def make_corpus(root: Path, n: int, seed: int) -> Path:
@@ -44,29 +39,6 @@ def make_corpus(root: Path, n: int, seed: int) -> Path:
     return kaldi
 
 
-# The child reports its own peak RSS (VmHWM) at exit. getrusage/wait4 would not do: a forked
-# child's ru_maxrss starts from the parent's size at fork, so it would count this script's memory.
-_REPORT_PEAK = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: sys.stderr.write([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]))\n"
-    "sys.argv = ['asrtune'] + sys.argv[1:]\n"
-    "from asrtune.cli import main\n"
-    "main()\n"
-)
-
-
-def run_measured(args: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one `asrtune` stage process."""
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _REPORT_PEAK, *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"asrtune {' '.join(args)} failed:\n{proc.stderr}")
-    peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", proc.stderr).group(1))
-    return wall, peak_kib / 1024
-
-
 STAGES = ("ingest", "jsonl", "split", "mix")
 
 
@@ -84,9 +56,9 @@ def bench(n: int) -> dict:
         runs = [(stage, corpus) for stage in STAGES[:3] for corpus in params["data"]["corpora"]]
         runs += [("mix", s) for s in params["mix"]["stages"]]
         for stage, arg in runs:
-            wall, peak = run_measured([stage, arg], root)
-            row[f"{stage}_s"] += wall
-            row[f"{stage}_mb"] = max(row[f"{stage}_mb"], peak)
+            run = run_stage([stage, arg], root)
+            row[f"{stage}_s"] += run.wall
+            row[f"{stage}_mb"] = max(row[f"{stage}_mb"], run.peak_mib)
         accepted = sum(1 for c in ("domain", "general") for _ in open(root / f"data/jsonl/{c}.jsonl"))
     assert accepted == n // 2 * 2, f"{accepted} of {n} accepted"
     return row

@@ -86,3 +86,30 @@ def test_greedy_tokens_match_ctranslate2(model_and_processor, clips, tmp_path):
                               beam_size=1, max_length=len(prompt) + 40, return_scores=False)
         ours = greedy(model, processor, samples, lang)
         assert ours == [t for t in result[0].sequences_ids[0] if t < 50257], lang
+
+
+
+def test_ctranslate2_engine_decodes_as_the_transformers_engine(converted, model_and_processor, clips, tmp_path):
+    """decode.engine=ctranslate2 on models/base converted by CTranslate2's converter: the same
+    transcripts as decode.engine=transformers, also where the repetition guard cuts them short."""
+    from asrtune import params
+    from asrtune.ctranslate2_engine import MODEL_FILES, Engine
+    from asrtune.ctranslate2_engine import convert as to_ct2
+    from asrtune.families import whisper
+    from conftest import REPO
+
+    out, _ = converted
+    to_ct2(out, tmp_path / "ct2")
+    assert all((tmp_path / "ct2" / f).is_file() for f in MODEL_FILES)  # faster-whisper's layout
+    engine = Engine(tmp_path / "ct2")
+    model, processor = model_and_processor
+    base = params.load(REPO / "params.yaml")
+    texts = {}
+    for guard in (8.0, 1.0):  # 1 token per second of audio (+8) cuts the English sentences short
+        decode = base.decode.model_copy(update={"max_tokens_per_second": guard})
+        for lang in ("en", "zh"):
+            p = base.model_copy(update={"model": base.model.model_copy(update={"language": lang}), "decode": decode})
+            audio = [samples for clip_lang, samples in clips if clip_lang == lang]
+            texts[guard, lang] = engine.transcribe(audio, p)
+            assert texts[guard, lang] == whisper.transcribe(model, processor, [], audio, p), (guard, lang)
+    assert texts[1.0, "en"] != texts[8.0, "en"] and "hello world" in texts[8.0, "en"][0].lower()

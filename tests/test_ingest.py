@@ -8,6 +8,7 @@ import json
 import threading
 from collections import Counter
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import soundfile as sf
@@ -16,11 +17,24 @@ from conftest import write_audio
 from asrtune import audio
 from asrtune.errors import UserError
 from asrtune.ingestion import ingest
+from asrtune.manifest import read_jsonl
 from asrtune.sources import Candidate, Rejection, read_chatml, read_folder, read_kaldi, read_table
 
 
 def run_ingest(items, tmp_path, min_d=0.1, max_d=30.0):
-    return ingest(items, tmp_path / "out" / "audio", tmp_path / "cache", min_d, max_d, root=tmp_path)
+    """The manifest and rejected.tsv read back, beside the counts ingest returns."""
+    out = tmp_path / "out"
+    result = ingest(items, out / "manifest.jsonl", out / "rejected.tsv", out / "audio", tmp_path / "cache", min_d, max_d,
+                    root=tmp_path)
+    accepted = list(read_jsonl(out / "manifest.jsonl"))
+    with open(out / "rejected.tsv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    assert rows[0] == ["id", "origin", "reason", "detail"]
+    rejected = [Rejection(*row) for row in rows[1:]]
+    assert (result.accepted, result.rejected) == (len(accepted), len(rejected))
+    assert result.reasons == Counter(r.reason for r in rejected)
+    assert not (out / ".ingest.sqlite").exists()  # the scratch database is gone
+    return SimpleNamespace(accepted=accepted, rejected=rejected, converted=result.converted)
 
 
 def test_kaldi_every_reason_is_reported_and_nothing_is_lost(kaldi_corpus, tmp_path):

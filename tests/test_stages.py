@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl
+from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl, speechllm_overrides
 
 from asrtune import chatml, mixing
 from asrtune.splitting import assign
@@ -150,3 +150,36 @@ def test_missing_hypotheses_are_scored_as_deletions_not_dropped(data_repo, tmp_p
     assert rows[0]["hyp"] == ""
     decode.write_text(decode.read_text(encoding="utf-8") + "stranger\ttext\n", encoding="utf-8")
     assert_one_line_error(asrtune(repo, "normalize", "base", "medical", ok=False), "medical.tsv", "not in the medical test set")
+
+
+def test_ctranslate2_engine_converts_and_decodes(data_repo, tiny_whisper_dir, tmp_path):
+    """decode.engine=ctranslate2 through the stage commands, on data_repo's tiny model and test split."""
+    for link in ("models/base", "data/split"):
+        (tmp_path / link).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / link).symlink_to(data_repo / link)
+    (tmp_path / "data/ingest").symlink_to(data_repo / "data/ingest")
+    params_for(tmp_path, tiny_whisper_dir, **{"decode.engine": "ctranslate2"})
+    assert "CTranslate2, float16 weights" in asrtune(tmp_path, "convert", "base").stdout
+    assert (tmp_path / "models/ct2/base/model.bin").is_file() and (tmp_path / "models/ct2/base/preprocessor_config.json").is_file()
+    assert "(ctranslate2, cpu (float32))" in asrtune(tmp_path, "decode", "base", "medical").stdout
+    keys = [r["key"] for r in read_jsonl(data_repo / "data/split/medical/test.jsonl")]
+    lines = (tmp_path / "data/decode/base/medical.tsv").read_text(encoding="utf-8").splitlines()
+    assert [line.split("\t")[0] for line in lines] == sorted(keys) and all(line.count("\t") == 1 for line in lines)
+
+
+def test_convert_for_the_transformers_engine_writes_a_note(tmp_path, tiny_whisper_dir):
+    params_for(tmp_path, tiny_whisper_dir)
+    assert "nothing to convert" in asrtune(tmp_path, "convert", "merged").stdout
+    assert "decode.engine is transformers" in (tmp_path / "models/ct2/merged/NOT_CONVERTED.txt").read_text()
+
+
+def test_ctranslate2_engine_errors_name_the_problem(tmp_path, tiny_whisper_dir, tiny_llm_dir):
+    params_for(tmp_path, tiny_whisper_dir, **{"decode.engine": "ctranslate2", **speechllm_overrides(tiny_llm_dir)})
+    assert_one_line_error(asrtune(tmp_path, "convert", "base", ok=False), "whisper family only", "model.family=speechllm")
+    params_for(tmp_path, tiny_whisper_dir, **{"decode.engine": "ctranslate2"})
+    (tmp_path / "models/base").mkdir(parents=True)
+    (tmp_path / "data/split/medical").mkdir(parents=True)
+    (tmp_path / "data/split/medical/test.jsonl").write_text(json.dumps(chatml.record("k", "a.wav", "文本", 1.0, 2, "", "")) + "\n")
+    assert_one_line_error(asrtune(tmp_path, "decode", "base", "medical", ok=False), "models/ct2/base: not a CTranslate2 model")
+    params_for(tmp_path, tiny_whisper_dir, **{"decode.compute_type": "float8"})
+    assert_one_line_error(asrtune(tmp_path, "convert", "base", ok=False), "decode.compute_type")

@@ -3,21 +3,28 @@
 Audio already in 16 kHz mono PCM wav is referenced where it lies (header probe only, no decode);
 anything else (other rates, stereo, flac/mp3, synthesized or downloaded audio) is converted into
 the corpus's own audio folder. accepted + rejected == items in, always.
+
+Streaming, so memory stays flat however large the corpus: rejections go to rejected.tsv as they
+come (input order); accepted records wait in a SQLite file beside the manifest, whose primary key
+also finds duplicate ids, and leave it sorted by id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from asrtune import audio
+from asrtune.manifest import write_jsonl, write_rejected
 from asrtune.sources import Candidate, Item, Rejection
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
@@ -25,13 +32,15 @@ _SAFE_ID = re.compile(r"^[\w.-]+$")
 
 @dataclass
 class Result:
-    accepted: list[dict] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
+    accepted: int = 0
+    reasons: Counter = field(default_factory=Counter)
     converted: int = 0
+    seconds: float = 0.0  # of accepted audio
+    speakers: int = 0  # distinct, among the accepted
 
     @property
-    def reasons(self) -> Counter:
-        return Counter(r.reason for r in self.rejected)
+    def rejected(self) -> int:
+        return sum(self.reasons.values())
 
 
 def portable_path(path: Path, root: Path) -> str:
@@ -64,38 +73,61 @@ def _materialize(c: Candidate, audio_dir: Path, cache_dir: Path, root: Path) -> 
     return portable_path(target, root), frames / audio.SAMPLE_RATE, True
 
 
-def ingest(items: Iterable[Item], audio_dir: Path, cache_dir: Path, min_duration: float, max_duration: float,
-           root: Path | None = None, progress: str = "ingest") -> Result:
+def ingest(items: Iterable[Item], manifest: Path, rejected_tsv: Path, audio_dir: Path, cache_dir: Path,
+           min_duration: float, max_duration: float, root: Path | None = None, progress: str = "ingest") -> Result:
+    """Write the manifest (accepted, sorted by id) and rejected.tsv (id, origin, reason, detail)."""
     root = Path(os.path.abspath(root or Path.cwd()))
     result = Result()
-    seen: dict[str, str] = {}
-    for item in tqdm(items, desc=progress, unit="utt", mininterval=1.0):
-        if isinstance(item, Rejection):
-            result.rejected.append(item)
-            continue
-        c = item
-        if c.id in seen:
-            result.rejected.append(Rejection(c.id, c.origin, "duplicate_id", f"{c.id} already from {seen[c.id]}"))
-            continue
-        seen[c.id] = c.origin
-        if not c.text.strip():
-            result.rejected.append(Rejection(c.id, c.origin, "empty_transcript", "transcript is empty"))
-            continue
-        try:
-            path, duration, converted = _materialize(c, audio_dir, cache_dir, root)
-        except audio.AudioError as e:
-            result.rejected.append(Rejection(c.id, c.origin, e.reason, str(e)))
-            continue
-        if duration < min_duration:
-            result.rejected.append(Rejection(c.id, c.origin, "too_short", f"{duration:.3f} s < data.min_duration {min_duration} s"))
-        elif duration > max_duration:
-            result.rejected.append(Rejection(c.id, c.origin, "too_long", f"{duration:.2f} s > data.max_duration {max_duration} s"))
-        else:
-            result.converted += converted
-            result.accepted.append({"id": c.id, "audio": path, "text": " ".join(c.text.split()),
-                                    "speaker": c.speaker, "duration": round(duration, 4)})
-            continue
-        if converted:  # a rejected utterance leaves no audio behind
-            Path(root / path if not os.path.isabs(path) else path).unlink(missing_ok=True)
-    result.accepted.sort(key=lambda r: r["id"])
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    db_path = manifest.parent / ".ingest.sqlite"
+    db_path.unlink(missing_ok=True)
+    db = sqlite3.connect(db_path)
+    try:  # a scratch file: no journal, no fsync
+        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                         "CREATE TABLE utt (id TEXT PRIMARY KEY, origin TEXT NOT NULL, record TEXT, speaker TEXT, duration REAL)")
+        write_rejected(rejected_tsv, _check(items, db, result, audio_dir, cache_dir, min_duration, max_duration, root, progress))
+        # ids compare as UTF-8 bytes in SQLite, which is code point order: the order Python's sort gives
+        rows = db.execute("SELECT record FROM utt WHERE record IS NOT NULL ORDER BY id")
+        result.accepted = write_jsonl(manifest, (json.loads(record) for (record,) in rows))
+        result.seconds, result.speakers = db.execute(
+            "SELECT TOTAL(duration), COUNT(DISTINCT NULLIF(speaker, '')) FROM utt WHERE record IS NOT NULL").fetchone()
+    finally:
+        db.close()
+        db_path.unlink(missing_ok=True)
     return result
+
+
+def _check(items: Iterable[Item], db: sqlite3.Connection, result: Result, audio_dir: Path, cache_dir: Path,
+           min_duration: float, max_duration: float, root: Path, progress: str) -> Iterator[Rejection]:
+    """Yields each rejection; stores each accepted record in `db`."""
+    for item in tqdm(items, desc=progress, unit="utt", mininterval=1.0):
+        rejection = item if isinstance(item, Rejection) else _accept(item, db, result, audio_dir, cache_dir, min_duration,
+                                                                     max_duration, root)
+        if rejection is not None:
+            result.reasons[rejection.reason] += 1
+            yield rejection
+
+
+def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Path, cache_dir: Path, min_duration: float,
+            max_duration: float, root: Path) -> Rejection | None:
+    first = db.execute("SELECT origin FROM utt WHERE id = ?", (c.id,)).fetchone()
+    if first:
+        return Rejection(c.id, c.origin, "duplicate_id", f"{c.id} already from {first[0]}")
+    db.execute("INSERT INTO utt (id, origin) VALUES (?, ?)", (c.id, c.origin))
+    if not c.text.strip():
+        return Rejection(c.id, c.origin, "empty_transcript", "transcript is empty")
+    try:
+        path, duration, converted = _materialize(c, audio_dir, cache_dir, root)
+    except audio.AudioError as e:
+        return Rejection(c.id, c.origin, e.reason, str(e))
+    if min_duration <= duration <= max_duration:
+        result.converted += converted
+        record = {"id": c.id, "audio": path, "text": " ".join(c.text.split()), "speaker": c.speaker, "duration": round(duration, 4)}
+        db.execute("UPDATE utt SET record = ?, speaker = ?, duration = ? WHERE id = ?",
+                   (json.dumps(record, ensure_ascii=False), c.speaker, record["duration"], c.id))
+        return None
+    if converted:  # a rejected utterance leaves no audio behind
+        Path(root / path if not os.path.isabs(path) else path).unlink(missing_ok=True)
+    if duration < min_duration:
+        return Rejection(c.id, c.origin, "too_short", f"{duration:.3f} s < data.min_duration {min_duration} s")
+    return Rejection(c.id, c.origin, "too_long", f"{duration:.2f} s > data.max_duration {max_duration} s")

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import soundfile as sf
 import torch
+from transformers import TrainerCallback
 
 from asrtune.chatml import Example
 
@@ -27,6 +29,30 @@ class SpeechDataset(torch.utils.data.Dataset):
             return {**self.make_item(ex, sf.info(ex.audio).frames), "encoder_hidden": self.cache.load(ex.audio)}
         audio = sf.read(ex.audio, dtype="float32")[0]
         return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
+
+
+class StepTimer(TrainerCallback):
+    """Seconds per training step (data loading included) after the first, leaving out the steps that
+    an evaluation or a checkpoint save followed: the rate a longer run settles to."""
+
+    def __init__(self):
+        self.last, self.skip, self.intervals = None, False, []
+
+    def on_step_end(self, *args, **kwargs):
+        now = time.perf_counter()
+        if self.last is not None and not self.skip:
+            self.intervals.append(now - self.last)
+        self.last, self.skip = now, False
+
+    def on_evaluate(self, *args, **kwargs):
+        self.skip = True
+
+    def on_save(self, *args, **kwargs):
+        self.skip = True
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return sum(self.intervals) / len(self.intervals) if self.intervals else None
 
 
 def device_settings() -> dict:

@@ -114,8 +114,9 @@ def run(stage: str) -> None:
     )
     shutil.rmtree(live_dir, ignore_errors=True)
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    timer = training.StepTimer()
     trainer = Trainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                      data_collator=fam.collate, callbacks=[DVCLiveCallback(live=live)])
+                      data_collator=fam.collate, callbacks=[DVCLiveCallback(live=live), timer])
     resume = training.last_checkpoint(ckpt_dir)
     device = "cuda (bf16)" if args.bf16 else ("cuda" if torch.cuda.is_available() else "cpu (float32)")
     print(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
@@ -137,5 +138,6 @@ def run(stage: str) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
     steps_run = trainer.state.global_step - resumed_from
-    print(f"finetune {stage}: {steps_run} steps in {wall:.1f} s ({wall / max(steps_run, 1):.2f} s/step), "
-          f"best val loss {best:.4f} -> {out}")
+    steady = f", {timer.seconds_per_step:.2f} s per training step alone" if timer.seconds_per_step else ""
+    print(f"finetune {stage}: {steps_run} steps in {wall:.1f} s with evaluation and saves ({wall / max(steps_run, 1):.2f} s/step"
+          f"{steady}), best val loss {best:.4f} -> {out}")

@@ -10,7 +10,6 @@ from pathlib import Path
 from asrtune import params, paths
 from asrtune.errors import UserError
 from asrtune.ingestion import ingest
-from asrtune.manifest import write_jsonl, write_rejected
 from asrtune.params import Corpus
 from asrtune.sources import Item, read_chatml, read_folder, read_kaldi, read_table
 
@@ -54,25 +53,22 @@ def run(corpus: str) -> None:
     fmt = detect_format(spec, corpus)
     out = paths.ingest_dir(corpus)
     shutil.rmtree(out, ignore_errors=True)
-    result = ingest(read_items(spec, fmt), out / "audio", paths.cache_dir() / "http",
-                    p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}")
-    n_in = len(result.accepted) + len(result.rejected)
-    write_jsonl(paths.manifest(corpus), result.accepted)
-    write_rejected(out / "rejected.tsv", result.rejected)
-    hours = sum(r["duration"] for r in result.accepted) / 3600
-    summary = {"corpus": corpus, "format": fmt, "source": spec.source, "in": n_in, "accepted": len(result.accepted),
-               "rejected": len(result.rejected), "reasons": dict(sorted(result.reasons.items())),
-               "converted": result.converted, "hours": round(hours, 4),
-               "speakers": len({r["speaker"] for r in result.accepted if r["speaker"]})}
+    result = ingest(read_items(spec, fmt), paths.manifest(corpus), out / "rejected.tsv", out / "audio",
+                    paths.cache_dir() / "http", p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}")
+    n_in = result.accepted + result.rejected
+    hours = result.seconds / 3600
+    summary = {"corpus": corpus, "format": fmt, "source": spec.source, "in": n_in, "accepted": result.accepted,
+               "rejected": result.rejected, "reasons": dict(sorted(result.reasons.items())),
+               "converted": result.converted, "hours": round(hours, 4), "speakers": result.speakers}
     if fmt == "demo":
         from asrtune.demo_corpus import load_topic
 
         (out / "terms.txt").write_text("".join(t + "\n" for t in load_topic(Path(spec.source)).terms), encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
-    print(f"ingest {corpus} ({fmt}, {spec.source}): {n_in} in = {len(result.accepted)} accepted + {len(result.rejected)} rejected; "
+    print(f"ingest {corpus} ({fmt}, {spec.source}): {n_in} in = {result.accepted} accepted + {result.rejected} rejected; "
           f"{hours:.3f} h, {summary['speakers']} speakers, {result.converted} converted to 16 kHz mono")
     for reason, count in sorted(result.reasons.items()):
         print(f"  rejected {reason:<18} {count:>6}   (see {out / 'rejected.tsv'})")
-    if not result.accepted:
+    if result.accepted == 0:
         raise UserError(f"{spec.source}: no usable utterances in corpus '{corpus}' (reasons in {out / 'rejected.tsv'})")
