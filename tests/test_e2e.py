@@ -56,7 +56,8 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     data = {f"{s}@{c}" for s in ("ingest", "jsonl", "split") for c in ("general", "medical")}
     models = {"finetune@s1", "finetune@s2", "merge"}
     matrix = {f"{s}@{m}-{c}" for s in ("decode", "normalize") for m in ("base", "merged") for c in ("general", "medical")}
-    assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score"} | data | models | matrix
+    convert = {"convert@base", "convert@merged"}
+    assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score"} | data | models | convert | matrix
 
     metrics = json.loads((dvc_repo / "metrics/cer.json").read_text())
     assert set(metrics["cer"]) == {"general", "medical"} and set(metrics["cer"]["medical"]) == {"base", "merged"}
@@ -93,6 +94,9 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     set_param(dvc_repo, "train.freeze_encoder", False)
     assert would_run(dvc_repo) == {"finetune@s1", "finetune@s2"}  # and what follows once their outputs change
     set_param(dvc_repo, "train.freeze_encoder", True)
+    set_param(dvc_repo, "decode.engine", "ctranslate2")
+    assert would_run(dvc_repo) == convert | {s for s in matrix if s.startswith("decode")}  # nothing upstream
+    set_param(dvc_repo, "decode.engine", "transformers")
 
     # an experiment: switching the family reruns everything downstream of the base model, never ingest
     commit(dvc_repo, "baseline")

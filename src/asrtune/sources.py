@@ -12,6 +12,8 @@ import csv
 import io
 import json
 import re
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +78,9 @@ def _resolve(path_text: str, *bases: Path) -> str | Path:
     return (bases[0] / p).resolve()
 
 
-def _keyed_file(path: Path) -> tuple[dict[str, tuple[str, str]], list[Rejection]]:
-    """Read a Kaldi `id value` file into id -> (value, origin); duplicates and bad lines rejected."""
-    table: dict[str, tuple[str, str]] = {}
+def _load_keyed(db: sqlite3.Connection, table: str, path: Path) -> list[Rejection]:
+    """Read a Kaldi `id value` file into `table` (utt, value, origin, number); duplicates and bad
+    lines come back as rejections."""
     rejected = []
     for number, line, raw in _lines(path):
         origin = f"{path}:{number}"
@@ -86,11 +88,12 @@ def _keyed_file(path: Path) -> tuple[dict[str, tuple[str, str]], list[Rejection]
             rejected.append(_undecodable(path, number, raw))
             continue
         utt, value = _split_id(line)
-        if utt in table:
-            rejected.append(Rejection(utt, origin, "duplicate_id", f"{utt} already on {table[utt][1]}"))
+        first = db.execute(f"SELECT origin FROM {table} WHERE utt = ?", (utt,)).fetchone()
+        if first:
+            rejected.append(Rejection(utt, origin, "duplicate_id", f"{utt} already on {first[0]}"))
             continue
-        table[utt] = (value, origin)
-    return table, rejected
+        db.execute(f"INSERT INTO {table} (utt, value, origin, number) VALUES (?, ?, ?, ?)", (utt, value, origin, number))
+    return rejected
 
 
 def _split_id(line: str) -> tuple[str, str]:
@@ -100,34 +103,43 @@ def _split_id(line: str) -> tuple[str, str]:
 
 
 def read_kaldi(folder: Path) -> Iterator[Item]:
+    """wav.scp joined with text and utt2spk by id. The join tables live in a scratch SQLite file,
+    not in memory: a Kaldi corpus can have millions of lines."""
     wav_scp, text_file = folder / "wav.scp", folder / "text"
     for needed in (wav_scp, text_file):
         if not needed.is_file():
             raise UserError(f"{needed}: not found (a Kaldi corpus needs wav.scp and text)")
-    texts, text_rejected = _keyed_file(text_file)
-    speakers = _keyed_file(folder / "utt2spk")[0] if (folder / "utt2spk").is_file() else {}
-    seen: set[str] = set()
-    for number, line, raw in _lines(wav_scp):
-        origin = f"{wav_scp}:{number}"
-        if line is None:
-            yield _undecodable(wav_scp, number, raw)
-            continue
-        utt, location = _split_id(line)
-        seen.add(utt)  # a repeated id still comes through: ingest rejects it as duplicate_id
-        if not location:
-            yield Rejection(utt, origin, "malformed_line", "expected `utt_id path`")
-        elif location.endswith("|"):
-            yield Rejection(utt, origin, "unsupported_audio", "piped commands in wav.scp are not run; convert to files first")
-        elif utt not in texts:
-            yield Rejection(utt, origin, "no_transcript", f"no line for {utt} in {text_file}")
-        else:
-            text, _ = texts[utt]
-            speaker = speakers.get(utt, (None, None))[0]
-            yield Candidate(utt, _resolve(location, folder, Path.cwd()), text, speaker, origin)
-    for utt, (_, origin) in texts.items():
-        if utt not in seen:
-            yield Rejection(utt, origin, "no_audio", f"transcript has no entry in {wav_scp}")
-    yield from text_rejected
+    with tempfile.TemporaryDirectory(prefix="asrtune-kaldi-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "join.sqlite")
+        try:
+            db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                             "CREATE TABLE text (utt TEXT PRIMARY KEY, value TEXT, origin TEXT, number INTEGER, seen INTEGER DEFAULT 0);"
+                             "CREATE TABLE spk (utt TEXT PRIMARY KEY, value TEXT, origin TEXT, number INTEGER)")
+            text_rejected = _load_keyed(db, "text", text_file)
+            if (folder / "utt2spk").is_file():
+                _load_keyed(db, "spk", folder / "utt2spk")
+            for number, line, raw in _lines(wav_scp):
+                origin = f"{wav_scp}:{number}"
+                if line is None:
+                    yield _undecodable(wav_scp, number, raw)
+                    continue
+                utt, location = _split_id(line)
+                # a repeated id still comes through: ingest rejects it as duplicate_id
+                text = db.execute("UPDATE text SET seen = 1 WHERE utt = ? RETURNING value", (utt,)).fetchone()
+                if not location:
+                    yield Rejection(utt, origin, "malformed_line", "expected `utt_id path`")
+                elif location.endswith("|"):
+                    yield Rejection(utt, origin, "unsupported_audio", "piped commands in wav.scp are not run; convert to files first")
+                elif text is None:
+                    yield Rejection(utt, origin, "no_transcript", f"no line for {utt} in {text_file}")
+                else:
+                    speaker = db.execute("SELECT value FROM spk WHERE utt = ?", (utt,)).fetchone()
+                    yield Candidate(utt, _resolve(location, folder, Path.cwd()), text[0], speaker[0] if speaker else None, origin)
+            for utt, origin in db.execute("SELECT utt, origin FROM text WHERE seen = 0 ORDER BY number").fetchall():
+                yield Rejection(utt, origin, "no_audio", f"transcript has no entry in {wav_scp}")
+            yield from text_rejected
+        finally:
+            db.close()
 
 
 def read_folder(folder: Path) -> Iterator[Item]:
