@@ -143,3 +143,28 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo, tiny_whisper_dir
     summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
     assert 0 < summary["resumed_from_step"] < summary["steps"]
     assert not list(checkpoints.glob("*/checkpoint-*"))  # cleaned once the stage output is written
+
+
+def test_learned_positions_loss_equals_the_models_own(tiny_whisper_dir):
+    """whisper's training loss projects to the vocabulary only where a label is learned: same
+    loss and gradients as the model's own, with LoRA too."""
+    from peft import get_peft_model
+
+    from asrtune.families import whisper
+
+    torch.manual_seed(0)
+    plain = checkpoint.load(tiny_whisper_dir, "whisper").train()
+    lora = get_peft_model(checkpoint.load(tiny_whisper_dir, "whisper"), whisper.lora_config(4, 8, 0.0, None, False, False)).train()
+    labels = torch.tensor([[-100, -100, -100, 1000, 2000, 50257], [-100, -100, -100, 3000, 50257, -100]])
+    inputs = {"encoder_outputs": (torch.randn(2, 1500, 16),), "labels": labels}
+    for model, base in ((plain, plain), (lora, lora.get_base_model())):
+        own = model(**inputs).loss
+        own.backward()
+        own_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        ours = whisper.loss(model, base, inputs)
+        ours.backward()
+        assert torch.allclose(ours, own, rtol=1e-5)
+        assert own_grads and all(torch.allclose(p.grad, own_grads[n], atol=1e-6) for n, p in model.named_parameters() if p.grad is not None)
+        assert not base.proj_out._forward_pre_hooks  # the hook is gone after the step
+        model.zero_grad()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from asrtune.chatml import Example
 
@@ -29,6 +29,21 @@ class SpeechDataset(torch.utils.data.Dataset):
             return {**self.make_item(ex, sf.info(ex.audio).frames), "encoder_hidden": self.cache.load(ex.audio)}
         audio = sf.read(ex.audio, dtype="float32")[0]
         return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
+
+
+class FamilyTrainer(Trainer):
+    """The Trainer, with the family's own training loss where it has one (`family_loss(model, base,
+    inputs)`, base = the model inside DDP and peft). Evaluation keeps the model's own loss."""
+
+    def __init__(self, *args, family_loss=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.family_loss = family_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.family_loss is None or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        base = self.accelerator.unwrap_model(model)
+        return self.family_loss(model, base.get_base_model() if hasattr(base, "get_base_model") else base, inputs)
 
 
 class StepTimer(TrainerCallback):

@@ -67,7 +67,7 @@ def run(stage: str) -> None:
     import torch
     import transformers
     from dvclive import Live
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
     from transformers.integrations import DVCLiveCallback
 
     from asrtune import training
@@ -115,8 +115,8 @@ def run(stage: str) -> None:
     shutil.rmtree(live_dir, ignore_errors=True)
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     timer = training.StepTimer()
-    trainer = Trainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                      data_collator=fam.collate, callbacks=[DVCLiveCallback(live=live), timer])
+    trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
+                                     data_collator=fam.collate, callbacks=[DVCLiveCallback(live=live), timer], family_loss=fam.loss)
     resume = training.last_checkpoint(ckpt_dir)
     device = "cuda (bf16)" if args.bf16 else ("cuda" if torch.cuda.is_available() else "cpu (float32)")
     print(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "

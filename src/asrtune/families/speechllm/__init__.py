@@ -30,6 +30,9 @@ DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 END = "<|im_end|>"
 
 
+loss = None  # SpeechLLM.forward already projects to the vocabulary only at the learned positions
+
+
 def load_plain(path: Path):
     from asrtune.families.speechllm.model import SpeechLLM
 

@@ -97,6 +97,24 @@ def collate(batch: list[dict]) -> dict:
     return out
 
 
+def loss(model, base, inputs: dict) -> torch.Tensor:
+    """The model's cross-entropy, with the vocabulary projection (vocab x d_model) run only where a
+    label is learned, not at padding or at the given prompt. The forward still goes through `model`
+    (peft, DDP); a hook on `base`'s output projection picks the positions."""
+    import torch.nn.functional as F
+    from transformers.models.whisper.modeling_whisper import shift_tokens_right
+
+    labels = inputs["labels"]
+    learned = labels != -100
+    decoder_input_ids = shift_tokens_right(labels, base.config.pad_token_id, base.config.decoder_start_token_id)
+    hook = base.proj_out.register_forward_pre_hook(lambda module, args: (args[0][learned],))
+    try:
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, decoder_input_ids=decoder_input_ids).logits
+    finally:
+        hook.remove()
+    return F.cross_entropy(logits, labels[learned])
+
+
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
     """Encoder outputs, all 1500 frames: Whisper's decoder was trained to attend over the whole 30 s window."""
     with torch.no_grad():
