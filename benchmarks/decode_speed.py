@@ -13,6 +13,7 @@ normalizer and scorer, for base and for the fine-tuned models/merged with both o
     uv run --extra demo dvc repro                          # the finished demo: models and test sets
     uv run python benchmarks/decode_speed.py               # all demo test clips (about 6 minutes on 2 cores)
     uv run python benchmarks/decode_speed.py --quick       # a tiny random Whisper, 3 clips: a smoke run
+    uv run python benchmarks/decode_speed.py --compute-type int8   # CTranslate2 in int8 (both CTranslate2 systems)
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def cer(items: list[Example], hyps: dict[str, str], p: params.Params) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny random Whisper, 3 clips (smoke run)")
+    parser.add_argument("--compute-type", help="decode.compute_type for both CTranslate2 systems (default: params.yaml's)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -138,6 +140,8 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     p = params.load(REPO / "params.yaml")
+    if args.compute_type:
+        p = p.model_copy(update={"decode": p.decode.model_copy(update={"compute_type": args.compute_type})})
     with tempfile.TemporaryDirectory(prefix="asrtune-decode-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if args.quick:
@@ -168,6 +172,7 @@ def main() -> None:
         merged_hyps = {e: decode_all(ours[e, "merged"], items, audio, p.decode.batch_size, f"merged {e}") for e in engine}
 
     print(f"\n{len(items)} clips, {seconds:.1f} s of audio, CPU ({torch.get_num_threads()} torch threads), "
+          f"CTranslate2 compute type {p.decode.compute_type}, "
           f"models/base{' (tiny random Whisper)' if args.quick else ' (whisper-base)'}:\n")
     print("| system | seconds | RTF | CER base |")
     print("|---|---|---|---|")
