@@ -145,6 +145,19 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo, tiny_whisper_dir
     assert not list(checkpoints.glob("*/checkpoint-*"))  # cleaned once the stage output is written
 
 
+def test_a_checkpoint_killed_while_saving_is_not_resumed_from(tmp_path):
+    """The Trainer writes trainer_state.json last: a folder without it is half-written."""
+    from asrtune.training import last_checkpoint
+
+    for step, complete in ((3, True), (6, False), (12, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}/trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    (tmp_path / "checkpoint-3/trainer_state.json").unlink()
+    assert last_checkpoint(tmp_path) is None and last_checkpoint(tmp_path / "absent") is None
+
+
 def test_learned_positions_loss_equals_the_models_own(tiny_whisper_dir):
     """whisper's training loss projects to the vocabulary only where a label is learned: same
     loss and gradients as the model's own, with LoRA too."""

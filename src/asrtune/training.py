@@ -78,12 +78,13 @@ def device_settings() -> dict:
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint. A run killed while saving leaves a checkpoint folder without
+    trainer_state.json (the Trainer writes it last); resuming from that one would fail."""
     if not output_dir.is_dir():
         return None
-    found = get_last_checkpoint(str(output_dir))
-    return Path(found) if found else None
+    complete = [c for c in output_dir.glob("checkpoint-*")
+                if re.fullmatch(r"checkpoint-\d+", c.name) and (c / "trainer_state.json").is_file()]
+    return max(complete, key=checkpoint_step, default=None)
 
 
 def checkpoint_step(path: Path) -> int:
