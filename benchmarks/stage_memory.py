@@ -19,6 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import yaml
 from common import REPO, run_stage, scratch_repo, write_params
 
 
@@ -36,8 +37,6 @@ def main() -> None:
         elif (REPO / ".cache/asrtune/encoder").is_dir():
             (cache / "encoder").symlink_to(REPO / ".cache/asrtune/encoder")  # read; checkpoints stay in tmp
         env = {"ASRTUNE_CACHE": str(cache)}
-        import yaml
-
         params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
         stage = next(iter(params["train"]["stages"]))
         params["mix"]["stages"] = {stage: params["mix"]["stages"][stage]}

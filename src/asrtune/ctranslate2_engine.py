@@ -24,6 +24,13 @@ MAX_LENGTH = 448
 MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
 
 
+def check_family(family: str) -> None:
+    """CTranslate2 has a Whisper model, not a speechllm one."""
+    if family != "whisper":
+        raise UserError(f"decode.engine=ctranslate2: CTranslate2 runs the whisper family only, not model.family="
+                        f"{family} (use decode.engine=transformers)")
+
+
 def convert(model_dir: Path, out: Path) -> None:
     """A transformers Whisper directory -> a CTranslate2 one."""
     from ctranslate2.converters import TransformersConverter

@@ -28,14 +28,12 @@ def run(model: str) -> None:
                                 "`dvc exp run -S decode.engine=ctranslate2` writes a CTranslate2 copy here.\n")
         print(f"convert {model}: decode.engine={p.decode.engine}, nothing to convert")
         return
-    if p.model.family != "whisper":
-        raise UserError(f"decode.engine=ctranslate2: CTranslate2 runs the whisper family only, not model.family="
-                        f"{p.model.family} (use decode.engine=transformers)")
+    from asrtune import ctranslate2_engine as ct2_engine
+
+    ct2_engine.check_family(p.model.family)
     source = paths.model_dir(model)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
-    from asrtune import ctranslate2_engine as ct2_engine
-
     ct2_engine.convert(source, out)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"convert {model}: {source} -> {out} (CTranslate2, {ct2_engine.QUANTIZATION} weights, {size:.0f} MiB)")

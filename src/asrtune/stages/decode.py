@@ -23,11 +23,9 @@ from asrtune.manifest import read_jsonl
 def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
     """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine."""
     if p.decode.engine == "ctranslate2":
-        if p.model.family != "whisper":
-            raise UserError(f"decode.engine=ctranslate2: CTranslate2 runs the whisper family only, not model.family="
-                            f"{p.model.family} (use decode.engine=transformers)")
-        from asrtune.ctranslate2_engine import Engine
+        from asrtune.ctranslate2_engine import Engine, check_family
 
+        check_family(p.model.family)
         engine = Engine(ct2_dir, p.decode.compute_type)
         return (lambda batch, audio: engine.transcribe(audio, p)), f"ctranslate2, {engine.device}"
     import torch
