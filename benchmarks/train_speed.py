@@ -66,10 +66,11 @@ def reference(model_dir: str, train_jsonl: str, steps: int, batch: int, lora_r: 
     import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration, WhisperProcessor
 
+    from asrtune import precision
     from asrtune.chatml import examples
     from asrtune.families import whisper
     from asrtune.manifest import read_jsonl
-    from asrtune.training import StepTimer, device_settings
+    from asrtune.training import StepTimer
 
     torch.manual_seed(42)
     processor = WhisperProcessor.from_pretrained(model_dir)
@@ -91,7 +92,8 @@ def reference(model_dir: str, train_jsonl: str, steps: int, batch: int, lora_r: 
     args = Seq2SeqTrainingArguments(output_dir=out, per_device_train_batch_size=batch, max_steps=steps,
                                     learning_rate=LEARNING_RATE, warmup_steps=0.1, logging_steps=1, save_strategy="no",
                                     eval_strategy="no", report_to=[], seed=42, dataloader_num_workers=0,
-                                    remove_unused_columns=False, **device_settings())  # as our stage: bf16 on a GPU
+                                    remove_unused_columns=False,  # the same precision as our stage: bf16 on a GPU
+                                    **precision.trainer_settings(precision.resolve("auto", whisper), torch.cuda.is_available()))
     timer = StepTimer()
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, processing_class=processor.feature_extractor,
                              data_collator=DataCollatorSpeechSeq2SeqWithPadding(processor, model.config.decoder_start_token_id),

@@ -206,3 +206,55 @@ def dvc_repo(tmp_path, tiny_whisper_dir) -> Path:
     sh(repo, str(BIN / "dvc"), "init", "-q")
     sh(repo, str(BIN / "dvc"), "config", "core.analytics", "false")
     return repo
+
+
+def in_process(repo: Path, stage_module, *args) -> str:
+    """Run a stage command inside this process (no 10 s of imports per run), from `repo`; returns what it printed."""
+    import contextlib
+    import io
+
+    out, cwd = io.StringIO(), os.getcwd()
+    os.chdir(repo)
+    try:
+        with contextlib.redirect_stdout(out):
+            stage_module.run(*args)
+    finally:
+        os.chdir(cwd)
+    return out.getvalue()
+
+
+def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze: tuple[bool, bool, bool], n: int = 16):
+    """One optimizer step of the Trainer as the finetune stage sets it up, on the first `n` examples
+    of data/mix/s1 (train, then val; raw features, no LoRA, clipping off): (gradients, logged loss)."""
+    import torch
+    from transformers import TrainerCallback
+
+    from asrtune import chatml, checkpoint, families, params, training
+    from asrtune.manifest import read_jsonl
+
+    class Gradients(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    cwd = os.getcwd()
+    os.chdir(repo)  # audio paths in the data are repository-relative
+    try:
+        p = params.load()
+        fam = families.get(family)
+        torch.manual_seed(0)
+        model = checkpoint.load(Path("models/base"), family)
+        processor = fam.load_processor(Path("models/base"))
+        fam.freeze(model, *freeze)
+        items = [ex for split in ("train", "val") for ex in chatml.examples(read_jsonl(Path(f"data/mix/s1/{split}.jsonl")))][:n]
+        assert len(items) == n
+        dataset = training.SpeechDataset(items, fam.item_maker(model, processor, p), lambda a: fam.features(processor, a))
+        t = p.train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum})
+        args = training.arguments(t, p.train.stages["s1"], repo / ".cache/first-step", "fp32", max_steps=1, max_grad_norm=0.0,
+                                  eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+        grab = Gradients()
+        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=dataset, data_collator=fam.collate,
+                                         callbacks=[grab], family_loss=fam.loss)
+        trainer.train()
+        return grab.grads, trainer.state.log_history[0]["loss"]
+    finally:
+        os.chdir(cwd)

@@ -242,3 +242,34 @@ def test_encoder_cache_gives_the_same_training_as_recomputing(lora_run, tiny_whi
         results[name] = (summary["best_val_loss"], part_state(checkpoint.load(root / "models/finetune/s1", "speechllm"), "adaptor"))
     assert results["cached"][0] == pytest.approx(results["recomputed"][0], rel=1e-5)
     assert all(torch.allclose(results["cached"][1][k], results["recomputed"][1][k], atol=1e-6) for k in results["cached"][1])
+
+
+def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(sllm_data):
+    from conftest import first_step
+
+    big, big_loss = first_step(sllm_data, "speechllm", 16, 1, freeze=(True, False, False))
+    accumulated, accumulated_loss = first_step(sllm_data, "speechllm", 8, 2, freeze=(True, False, False))
+    assert big.keys() == accumulated.keys() and any(k.startswith("adaptor.") for k in big) and any(k.startswith("llm.") for k in big)
+    for k in big:
+        assert torch.allclose(accumulated[k], big[k], rtol=1e-5, atol=1e-8), k
+    assert accumulated_loss == pytest.approx(big_loss, rel=1e-5)
+
+
+def test_bf16_trains_and_decodes_on_cpu(sllm_data, tiny_whisper_dir, tiny_llm_dir, tmp_path):
+    """bf16 autocast through the finetune stage (cached encoder, adaptor, LoRA on the LLM: the audio
+    splice and the learned-positions loss), then a bf16 decode."""
+    from conftest import in_process
+
+    from asrtune.stages import decode, finetune, merge
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sllm_data, repo)
+    overrides = {**speechllm_overrides(tiny_llm_dir), "model.precision": "bf16", "train.freeze_adaptor": False,
+                 "train.stages": {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-2}}, "mix.stages": {"s1": {"general": 0.5}}}
+    params_for(repo, tiny_whisper_dir, **overrides)
+    assert "cpu, bf16" in in_process(repo, finetune, "s1")
+    summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+    assert summary["steps"] > 0 and 0 < summary["best_val_loss"] < float("inf")
+    in_process(repo, merge)
+    assert "bfloat16" in in_process(repo, decode, "merged", "medical")
+    assert (repo / "data/decode/merged/medical.tsv").read_text().count("\n") > 0

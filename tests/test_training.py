@@ -168,8 +168,9 @@ def test_learned_positions_loss_equals_the_models_own(tiny_whisper_dir):
     torch.manual_seed(0)
     plain = checkpoint.load(tiny_whisper_dir, "whisper").train()
     lora = get_peft_model(checkpoint.load(tiny_whisper_dir, "whisper"), whisper.lora_config(4, 8, 0.0, None, False, False)).train()
+    decoder_input_ids = torch.tensor([[50258, 50260, 50359, 50363, 1000, 2000], [50258, 50260, 50359, 50363, 3000, 0]])
     labels = torch.tensor([[-100, -100, -100, 1000, 2000, 50257], [-100, -100, -100, 3000, 50257, -100]])
-    inputs = {"encoder_outputs": (torch.randn(2, 1500, 16),), "labels": labels}
+    inputs = {"encoder_outputs": (torch.randn(2, 1500, 16),), "decoder_input_ids": decoder_input_ids, "labels": labels}
     for model, base in ((plain, plain), (lora, lora.get_base_model())):
         own = model(**inputs).loss
         own.backward()
@@ -181,3 +182,101 @@ def test_learned_positions_loss_equals_the_models_own(tiny_whisper_dir):
         assert own_grads and all(torch.allclose(p.grad, own_grads[n], atol=1e-6) for n, p in model.named_parameters() if p.grad is not None)
         assert not base.proj_out._forward_pre_hooks  # the hook is gone after the step
         model.zero_grad()
+
+
+def whisper_batch(repo: Path, language: str = "zh", n: int = 4) -> dict:
+    """A real training batch: the first `n` examples of data/mix/s1, through the family's item maker and collator."""
+    from asrtune import chatml, params
+    from asrtune.families import whisper
+    from asrtune.manifest import read_jsonl
+
+    p = params.load(repo / "params.yaml")
+    p = p.model_copy(update={"model": p.model.model_copy(update={"language": language})})
+    processor = whisper.load_processor(repo / "models/base")
+    make = whisper.item_maker(None, processor, p)
+    items = chatml.examples(read_jsonl(repo / "data/mix/s1/train.jsonl"))[:n]
+    return whisper.collate([{**make(ex, 16000), "encoder_hidden": torch.randn(1500, 16)} for ex in items])
+
+
+def test_training_feeds_the_decoder_the_prompt_decode_uses(data_repo):
+    """The first four decoder inputs of a training batch are what generate() starts from."""
+    model = checkpoint.load(data_repo / "models/base", "whisper").eval()
+    decoded = model.generate(torch.randn(1, 80, 3000), language="zh", task="transcribe", max_new_tokens=1,
+                             return_dict_in_generate=True).sequences  # with the decoder prompt it started from
+    batch = whisper_batch(data_repo)
+    assert decoded.shape[1] == 5 and (batch["decoder_input_ids"][:, :4] == decoded[0, :4]).all()
+    learned = batch["labels"] != -100
+    assert not learned[:, :3].any() and learned[:, 3].all()  # the prompt is given, the transcript learned
+    eot = model.generation_config.eos_token_id
+    assert all(row[row != -100][-1] == eot for row in batch["labels"])  # ... up to <|endoftext|>
+
+
+def test_training_loss_equals_the_plain_models_loss_under_the_decode_prompt(data_repo):
+    from asrtune.families import whisper
+
+    torch.manual_seed(0)
+    model = checkpoint.load(data_repo / "models/base", "whisper").train()
+    batch = whisper_batch(data_repo)
+    ours = whisper.loss(model, model, batch)
+    plain = model(encoder_outputs=batch["encoder_outputs"], decoder_input_ids=batch["decoder_input_ids"], labels=batch["labels"]).loss
+    assert torch.allclose(ours, plain, rtol=1e-5)
+    items = (batch["labels"] != -100).sum()
+    assert torch.allclose(whisper.loss(model, model, batch, num_items_in_batch=2 * items), plain / 2, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def language_runs(data_repo, tiny_whisper_dir, tmp_path_factory):
+    """The same finetune stage (in-process) with model.language zh and en."""
+    from conftest import in_process
+
+    from asrtune.stages import finetune as stage
+
+    runs = {}
+    for language in ("zh", "en"):
+        repo = tmp_path_factory.mktemp(f"lang-{language}") / "repo"
+        shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns("finetune", "plots"))
+        params_for(repo, tiny_whisper_dir, **{"model.language": language, "train.lora.dropout": 0.0})
+        runs[language] = (repo, in_process(repo, stage, "s1"))
+    return runs
+
+
+def test_model_language_changes_what_is_learned(language_runs):
+    from safetensors.torch import load_file
+
+    zh, en = (load_file(repo / "models/finetune/s1/adapter/adapter_model.safetensors") for repo, _ in language_runs.values())
+    assert zh.keys() == en.keys()
+    assert any(not torch.allclose(zh[k], en[k], atol=1e-6) for k in zh)
+
+
+def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(data_repo):
+    from conftest import first_step
+
+    big, big_loss = first_step(data_repo, "whisper", 16, 1, freeze=(True, True, False))
+    accumulated, accumulated_loss = first_step(data_repo, "whisper", 8, 2, freeze=(True, True, False))
+    assert big.keys() == accumulated.keys() and big
+    for k in big:
+        assert torch.allclose(accumulated[k], big[k], rtol=1e-5, atol=1e-8), k
+    assert accumulated_loss == pytest.approx(big_loss, rel=1e-5)
+
+
+def test_bf16_trains_and_decodes_on_cpu(data_repo, tiny_whisper_dir, tmp_path):
+    """The Trainer's bf16 autocast (use_cpu + bf16) through the finetune stage: cached encoder with
+    LoRA, then raw features with the encoder training; decode runs in bf16 too."""
+    from conftest import in_process
+
+    from asrtune.stages import decode, finetune, merge
+
+    repo = tmp_path / "repo"
+    shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns("finetune", "plots"))
+    params_for(repo, tiny_whisper_dir, **{"model.precision": "bf16"})
+    printed = in_process(repo, finetune, "s1")
+    assert "cpu, bf16" in printed
+    params_for(repo, tiny_whisper_dir, **{"model.precision": "bf16", "train.freeze_encoder": False, "train.cache_encoder": False})
+    printed = in_process(repo, finetune, "s1")
+    summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+    assert summary["steps"] > 0 and 0 < summary["best_val_loss"] < float("inf")
+    params_for(repo, tiny_whisper_dir, **{"model.precision": "bf16", "train.stages": {"s1": {"init": "models/base", "epochs": 1}},
+                                          "mix.stages": {"s1": {"general": 0.5}}})
+    in_process(repo, merge)
+    assert "bfloat16" in in_process(repo, decode, "merged", "medical")
+    assert (repo / "data/decode/merged/medical.tsv").read_text().count("\n") > 0

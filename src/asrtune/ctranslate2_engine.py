@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from asrtune.errors import UserError
-from asrtune.families import max_new_tokens
+from asrtune.families import max_new_tokens, whisper_prompt
 
 # weights stored in float16, as faster-whisper's published models are (half the size of float32);
 # decode.compute_type picks what they compute in (CTranslate2's "default" on a CPU is float32)
@@ -63,11 +63,7 @@ class Engine:
         self.device = f"{device} ({self.model.compute_type})"
 
     def prompt(self, language: str, task: str) -> list[int]:
-        tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
-        ids = [self.tokenizer.token_to_id(t) for t in tokens]
-        if None in ids:
-            raise UserError(f"model.language/model.task: the tokenizer has no {tokens[1]} or {tokens[2]} token")
-        return ids
+        return whisper_prompt(language, task, self.tokenizer.token_to_id)  # unknown -> None
 
     def transcribe(self, audio: list[np.ndarray], p) -> list[str]:
         import ctranslate2

@@ -37,6 +37,9 @@ class Model(Strict):
     adaptor: Adaptor = Adaptor()
     language: str = "zh"  # whisper: language token used for training and decoding
     task: Literal["transcribe", "translate"] = "transcribe"
+    # training and decoding alike. auto: bf16 on a GPU that has it; without (T4, V100) whisper fp16,
+    # speechllm fp32; fp32 on a CPU. bf16 on a CPU runs too (slowly): how dtype bugs are caught without a GPU
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
 
 
 class Corpus(Strict):
@@ -128,6 +131,9 @@ class Train(Strict):
     seed: int = 42
     cache_encoder: bool = True  # frozen encoder: compute its outputs once, reuse every epoch and stage
     cache_dtype: Literal["float16", "float32"] = "float16"
+    # processes (one GPU each, DDP through torchrun); auto = every visible GPU. Without a GPU, N CPU
+    # processes (gloo): how the several-GPU path is tested. The global batch is batch_size x grad_accum x devices
+    devices: Annotated[int, Field(gt=0)] | Literal["auto"] = 1
     stages: dict[Name, TrainStage]
 
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
 
 import soundfile as sf
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from asrtune.chatml import Example
 
@@ -32,18 +33,31 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 
 class FamilyTrainer(Trainer):
-    """The Trainer, with the family's own training loss where it has one (`family_loss(model, base,
-    inputs)`, base = the model inside DDP and peft). Evaluation keeps the model's own loss."""
+    """The Trainer, with the family's own loss where it has one (`family_loss(model, base, inputs,
+    num_items_in_batch)`, base = the model inside DDP and peft), in training and evaluation alike.
+
+    The loss is summed over the learned tokens and divided by `num_items_in_batch`, the tokens of the
+    whole accumulated (and, under DDP, global) batch, so gradient accumulation and several devices
+    give the gradients of one big batch. One process never drives several GPUs: the Trainer would
+    wrap the model in nn.DataParallel, whose replicas each get part of the batch (several GPUs = torchrun)."""
 
     def __init__(self, *args, family_loss=None, **kwargs):
+        training_args = kwargs["args"]
+        if training_args.n_gpu > 1:
+            training_args._n_gpu = 1
         super().__init__(*args, **kwargs)
         self.family_loss = family_loss
+        if family_loss is not None:
+            self.model_accepts_loss_kwargs = True  # the Trainer then counts the items and leaves the scaling to us
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.family_loss is None or return_outputs:
+        if self.family_loss is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         base = self.accelerator.unwrap_model(model)
-        return self.family_loss(model, base.get_base_model() if hasattr(base, "get_base_model") else base, inputs)
+        loss = self.family_loss(model, base.get_base_model() if hasattr(base, "get_base_model") else base, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages over processes; the count is already global
+        return (loss, {"loss": loss}) if return_outputs else loss
 
 
 class StepTimer(TrainerCallback):
@@ -70,11 +84,22 @@ class StepTimer(TrainerCallback):
         return sum(self.intervals) / len(self.intervals) if self.intervals else None
 
 
-def device_settings() -> dict:
-    """CUDA with bf16 when there is a GPU, else CPU in float32. Never assumes a GPU."""
-    if torch.cuda.is_available():
-        return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
-    return {"bf16": False, "use_cpu": True}
+def arguments(t, stage, output_dir: Path, precision: str, **overrides) -> TrainingArguments:
+    """The Trainer's settings for a curriculum stage (t = params.train, stage = its train.stages entry).
+    Under torchrun this also joins the process group."""
+    from asrtune.precision import trainer_settings
+
+    return TrainingArguments(**{**dict(
+        output_dir=str(output_dir), num_train_epochs=stage.epochs, learning_rate=stage.learning_rate,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, warmup_steps=t.warmup, weight_decay=t.weight_decay,
+        lr_scheduler_type="linear", logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        prediction_loss_only=True, label_names=["labels"], remove_unused_columns=False, report_to=[],
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0,
+        ddp_backend="gloo" if "WORLD_SIZE" in os.environ and not torch.cuda.is_available() else None,  # CPU processes
+        **trainer_settings(precision, torch.cuda.is_available()),
+    ), **overrides})
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:

@@ -35,6 +35,16 @@ def max_new_tokens(audio, decode) -> int:
     return math.ceil(max(len(a) for a in audio) / 16000 * decode.max_tokens_per_second) + 8
 
 
+def whisper_prompt(language: str, task: str, token_to_id, unknown=None) -> list[int]:
+    """Whisper's decoder prompt as token ids, for training and both decode engines alike;
+    `unknown` is what token_to_id gives a token it lacks."""
+    tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
+    ids = [token_to_id(t) for t in tokens]
+    if unknown in ids:
+        raise UserError(f"model.language/model.task: the tokenizer has no {tokens[1]} or {tokens[2]} token")
+    return ids
+
+
 def check_targets(targets: list[str], linear_names: list[str]) -> None:
     """Every LoRA target must name a linear layer where LoRA goes, or peft's error would be a stack trace."""
     for t in targets:

@@ -14,7 +14,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from asrtune import checkpoint, families, params, paths
+from asrtune import checkpoint, families, params, paths, precision
 from asrtune.chatml import Example, examples
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
@@ -33,9 +33,8 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
     fam = families.get(p.model.family)
-    net = checkpoint.load(model_dir, p.model.family).eval()
-    if torch.cuda.is_available():
-        net = net.to("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    dtype = precision.torch_dtype(precision.resolve(p.model.precision, fam))  # the precision training used
+    net = checkpoint.load(model_dir, p.model.family).eval().to("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
     processor = fam.load_processor(checkpoint.root_of(model_dir))
     return (lambda batch, audio: fam.transcribe(net, processor, batch, audio, p)), f"transformers, {net.device}, {str(net.dtype).removeprefix('torch.')}"
 

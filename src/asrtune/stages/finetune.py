@@ -14,18 +14,18 @@ import shutil
 import time
 from pathlib import Path
 
-from asrtune import chatml, checkpoint, families, params, paths
+from asrtune import chatml, checkpoint, distributed, families, params, paths, precision
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
 
-def check_flags(p: params.Params) -> bool:
+def check_flags(p: params.Params, say=print) -> bool:
     """Validates the freeze flags before any data or model is loaded; returns whether LoRA is used."""
     t, fam = p.train, families.get(p.model.family)
     if not fam.HAS_ADAPTOR and not t.freeze_adaptor:
-        print(f"note: the {fam.NAME} family has no adaptor; train.freeze_adaptor=false changes nothing")
+        say(f"note: the {fam.NAME} family has no adaptor; train.freeze_adaptor=false changes nothing")
     if fam.HAS_ADAPTOR and t.freeze_adaptor:  # the flags hold for every stage: no stage of this curriculum trains it
-        print(f"warning: the adaptor in {paths.BASE_MODEL} starts from random weights and train.freeze_adaptor=true "
+        say(f"warning: the adaptor in {paths.BASE_MODEL} starts from random weights and train.freeze_adaptor=true "
               "keeps them so: the LLM will get no usable audio (set -S train.freeze_adaptor=false)")
     frozen = [t.freeze_encoder, t.freeze_llm] + ([t.freeze_adaptor] if fam.HAS_ADAPTOR else [])
     if all(frozen):
@@ -52,7 +52,11 @@ def run(stage: str) -> None:
     p = params.load()
     if stage not in p.train.stages:
         raise UserError(f"train.stages has no stage '{stage}' (have: {', '.join(p.train.stages)})")
-    use_lora = check_flags(p)
+    n_devices = distributed.devices(p.train.devices)
+    relaunch = n_devices > 1 and not distributed.launched()
+    main = distributed.is_main()
+    say = print if main and not relaunch else (lambda *args, **kwargs: None)  # rank 0 of the processes that train speaks
+    use_lora = check_flags(p, say)
     t, cfg = p.train, p.train.stages[stage]
     init, out, live_dir = Path(cfg.init), paths.finetune_dir(stage), paths.train_plots_dir(stage)
     data = [paths.mix_dir(stage) / "train.jsonl", paths.mix_dir(stage) / "val.jsonl"]
@@ -61,21 +65,29 @@ def run(stage: str) -> None:
             raise UserError(f"{f}: not found (run `dvc repro mix@{stage}` first)")
     if not init.is_dir():
         raise UserError(f"train.stages.{stage}.init: {init} not found (run `dvc repro` for the stage that writes it)")
+    fam = families.get(p.model.family)
+    chosen = precision.resolve(p.model.precision, fam, say=say)
+    if relaunch:
+        print(f"finetune {stage}: {n_devices} processes under torchrun (DDP), global batch "
+              f"{t.batch_size} x {t.grad_accum} x {n_devices} = {t.batch_size * t.grad_accum * n_devices}")
+        status = distributed.relaunch(n_devices, ["finetune", stage])
+        if status:
+            raise UserError(f"finetune {stage}: a torchrun process failed (exit status {status}; its message is above)")
+        return
 
     import warnings
 
     import torch
     import transformers
     from dvclive import Live
-    from transformers import TrainingArguments
     from transformers.integrations import DVCLiveCallback
 
     from asrtune import training
     from asrtune.encoder_cache import EncoderCache, weights_digest
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
-    fam = families.get(p.model.family)
     ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
+    args = training.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
     transformers.set_seed(t.seed)
     model = checkpoint.load(init, p.model.family)
     processor = fam.load_processor(checkpoint.root_of(init))
@@ -93,39 +105,37 @@ def run(stage: str) -> None:
     train_ex, val_ex = (chatml.examples(read_jsonl(f)) for f in data)
     make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
     cache = None
-    if torch.cuda.is_available():
-        model.to("cuda")  # before the encoder cache fills, so that runs on the GPU too (the Trainer keeps it there)
+    model.to(args.device)  # this process's own device (cuda:<local rank>), before the encoder cache fills
     if t.freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
         features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
         cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
-        new = cache.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size)
-        print(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
+        with args.main_process_first(desc="encoder cache"):  # rank 0 fills it; the others then find every clip there
+            new = cache.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size)
+        say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
 
     datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum, warmup_steps=t.warmup, weight_decay=t.weight_decay,
-        lr_scheduler_type="linear", logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
-        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        prediction_loss_only=True, label_names=["labels"], remove_unused_columns=False, report_to=[],
-        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0, **training.device_settings(),
-    )
-    shutil.rmtree(live_dir, ignore_errors=True)
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
-    timer = training.StepTimer()
+    callbacks = [timer := training.StepTimer()]
+    if main:
+        shutil.rmtree(live_dir, ignore_errors=True)
+        callbacks.append(DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)))
     trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                                     data_collator=fam.collate, callbacks=[DVCLiveCallback(live=live), timer], family_loss=fam.loss)
+                                     data_collator=fam.collate, callbacks=callbacks, family_loss=fam.loss)
     resume = training.last_checkpoint(ckpt_dir)
-    device = "cuda (bf16)" if args.bf16 else ("cuda" if torch.cuda.is_available() else "cpu (float32)")
-    print(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
-          f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
-          f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}"
-          + (f"; resuming from {resume.name}" if resume else ""))
+    world = args.world_size
+    device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
+    if torch.cuda.device_count() > world:
+        say(f"note: {torch.cuda.device_count()} GPUs visible, training uses {world} (train.devices: auto uses all)")
+    say(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
+        f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
+        f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}, {chosen}"
+        + (f"; resuming from {resume.name}" if resume else ""))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - start
+    trainer.accelerator.wait_for_everyone()  # every rank is done with the checkpoints before rank 0 removes them
+    if not main:
+        return
 
     shutil.rmtree(out, ignore_errors=True)
     checkpoint.save(trainer.model, out, init, p.model.family, use_lora)

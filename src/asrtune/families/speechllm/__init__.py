@@ -25,6 +25,7 @@ NAME = "speechllm"
 MODEL_TYPE = "asrtune_speechllm"  # config.json model_type of a plain model directory
 CACHE_TAG = "audio frames only"  # the cache holds only the frames that hold audio
 HAS_ADAPTOR = True
+FP16_OK = False  # LLMs overflow in fp16: fp32 on GPUs without bf16
 PARTS = ("encoder", "adaptor", "llm")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 END = "<|im_end|>"

@@ -11,14 +11,14 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from asrtune.chatml import Example
-from asrtune.errors import UserError
-from asrtune.families import check_targets, max_new_tokens
+from asrtune.families import check_targets, max_new_tokens, whisper_prompt
 from asrtune.families import whisper_features as features
 
 NAME = "whisper"
 MODEL_TYPE = "whisper"  # config.json model_type of a plain model directory
 CACHE_TAG = ""  # the cache holds all 1500 frames per clip
 HAS_ADAPTOR = False
+FP16_OK = True  # trains in fp16 with loss scaling on GPUs without bf16
 # suffixes inside decoder layers. Cross-attention k/v are left out on purpose: they run over all
 # 1500 encoder frames (LoRA there made CPU steps 1.2-1.6x slower); out_proj and the MLP see text tokens only
 DEFAULT_LORA_TARGETS = ["self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj", "encoder_attn.out_proj", "fc1", "fc2"]
@@ -68,28 +68,33 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] 
 
 
 def prompt_ids(tokenizer, language: str, task: str) -> list[int]:
-    tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
-    ids = tokenizer.convert_tokens_to_ids(tokens)
-    if tokenizer.unk_token_id in ids:  # an unknown token maps to <|endoftext|>
-        raise UserError(f"model.language/model.task: the tokenizer has no {tokens[1]} or {tokens[2]} token")
-    return ids
+    return whisper_prompt(language, task, tokenizer.convert_tokens_to_ids, tokenizer.unk_token_id)  # unknown -> <|endoftext|>
 
 
-def labels(tokenizer, text: str, prompt: list[int]) -> list[int]:
-    """Decoder targets: the prompt after <|startoftranscript|> (masked: it is given, not learned),
-    the transcript, then <|endoftext|>. The model shifts them right behind the start token."""
-    body = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return [-100] * (len(prompt) - 1) + body
+def decoder_sequences(tokenizer, text: str, prompt: list[int]) -> tuple[list[int], list[int]]:
+    """(decoder_input_ids, labels) of one transcript. The decoder reads exactly the prompt decode
+    sends (<|startoftranscript|> <|lang|> <|task|> <|notimestamps|>), then the transcript; position i
+    learns to predict labels[i]: the transcript and <|endoftext|>, never the prompt (-100)."""
+    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return prompt + body, [-100] * (len(prompt) - 1) + body + [tokenizer.eos_token_id]
 
 
 def item_maker(model, processor, p):
     """example, num_samples -> the text-side training inputs of one utterance."""
     prompt = prompt_ids(processor.tokenizer, p.model.language, p.model.task)
-    return lambda ex, num_samples: {"labels": torch.tensor(labels(processor.tokenizer, ex.text, prompt))}
+
+    def make(ex: Example, num_samples: int) -> dict:
+        ids, labels = decoder_sequences(processor.tokenizer, ex.text, prompt)
+        return {"decoder_input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+    return make
 
 
 def collate(batch: list[dict]) -> dict:
-    out = {"labels": pad_sequence([b["labels"] for b in batch], batch_first=True, padding_value=-100)}
+    """Right-padded text. The pad id is arbitrary: the decoder is causal, so later positions never
+    change earlier ones, and padded positions have label -100."""
+    out = {"decoder_input_ids": pad_sequence([b["decoder_input_ids"] for b in batch], batch_first=True, padding_value=0),
+           "labels": pad_sequence([b["labels"] for b in batch], batch_first=True, padding_value=-100)}
     if "encoder_hidden" in batch[0]:
         out["encoder_outputs"] = (torch.stack([b["encoder_hidden"] for b in batch]),)
     else:
@@ -97,22 +102,22 @@ def collate(batch: list[dict]) -> dict:
     return out
 
 
-def loss(model, base, inputs: dict) -> torch.Tensor:
-    """The model's cross-entropy, with the vocabulary projection (vocab x d_model) run only where a
-    label is learned, not at padding or at the given prompt. The forward still goes through `model`
-    (peft, DDP); a hook on `base`'s output projection picks the positions."""
+def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """The model's cross-entropy, summed over the learned tokens and divided by num_items_in_batch
+    (the whole accumulated batch's count; this batch's when None), with the vocabulary projection
+    (vocab x d_model) run only where a label is learned, not at padding or at the given prompt. The
+    forward still goes through `model` (peft, DDP); a hook on `base`'s output projection picks the positions."""
     import torch.nn.functional as F
-    from transformers.models.whisper.modeling_whisper import shift_tokens_right
 
     labels = inputs["labels"]
     learned = labels != -100
-    decoder_input_ids = shift_tokens_right(labels, base.config.pad_token_id, base.config.decoder_start_token_id)
     hook = base.proj_out.register_forward_pre_hook(lambda module, args: (args[0][learned],))
     try:
-        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, decoder_input_ids=decoder_input_ids).logits
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
     finally:
         hook.remove()
-    return F.cross_entropy(logits, labels[learned])
+    total = F.cross_entropy(logits.float(), labels[learned], reduction="sum")
+    return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
 
 
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
