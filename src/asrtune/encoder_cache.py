@@ -44,7 +44,7 @@ class EncoderCache:
         many clips were encoded now."""
         missing = sorted({a for a in audio_paths if not self.path(a).is_file()})
         self.dir.mkdir(parents=True, exist_ok=True)
-        for start in tqdm(range(0, len(missing), batch_size), desc="encoder cache", unit="batch", mininterval=2.0):
+        for start in tqdm(range(0, len(missing), batch_size), desc="encoder cache", unit="batch", mininterval=2.0, disable=not missing):
             chunk = missing[start : start + batch_size]
             hidden = encode([sf.read(a, dtype="float32")[0] for a in chunk])
             for audio, h in zip(chunk, hidden):
