@@ -32,6 +32,19 @@ class SpeechDataset(torch.utils.data.Dataset):
         return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
 
 
+def split_too_long(items: list[Example], make_item, limit: int) -> tuple[list[Example], dict[str, str]]:
+    """(the examples whose token sequence fits the model's `limit` positions, key -> reason for the
+    rest). Checked before training: a longer one would stop training midway with an IndexError."""
+    kept, rejected = [], {}
+    for ex in items:
+        n = len(make_item(ex, sf.info(ex.audio).frames)["labels"])
+        if n > limit:
+            rejected[ex.key] = f"too_long: {n} positions with the prompt, the model holds {limit}"
+        else:
+            kept.append(ex)
+    return kept, rejected
+
+
 class FamilyTrainer(Trainer):
     """The Trainer, with the family's own loss where it has one (`family_loss(model, base, inputs,
     num_items_in_batch)`, base = the model inside DDP and peft), in training and evaluation alike.
@@ -96,7 +109,8 @@ def arguments(t, stage, output_dir: Path, precision: str, **overrides) -> Traini
         lr_scheduler_type="linear", logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
         prediction_loss_only=True, label_names=["labels"], remove_unused_columns=False, report_to=[],
-        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0,
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0, activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},  # the reentrant kind loses the gradients of LoRA behind frozen inputs
         ddp_backend="gloo" if "WORLD_SIZE" in os.environ and not torch.cuda.is_available() else None,  # CPU processes
         **trainer_settings(precision, torch.cuda.is_available()),
     ), **overrides})
