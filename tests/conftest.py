@@ -16,6 +16,8 @@ import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# each test repository keeps its own cache (.cache/asrtune under it), not the user's shared ~/.cache/asrtune
+os.environ["ASRTUNE_CACHE"] = ".cache/asrtune"
 
 
 def tone(seconds: float, sample_rate: int = 16000, channels: int = 1, freq: float = 440.0) -> np.ndarray:

@@ -143,6 +143,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo, tiny_whisper_dir
     summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
     assert 0 < summary["resumed_from_step"] < summary["steps"]
     assert not list(checkpoints.glob("*/checkpoint-*"))  # cleaned once the stage output is written
+    # the curves go on from where the killed run's last checkpoint was: every step once, from the first
+    steps = [int(line.split("\t")[0]) for line in (repo / "plots/finetune/s1/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, summary["steps"] + 1))
 
 
 def test_a_checkpoint_killed_while_saving_is_not_resumed_from(tmp_path):
@@ -351,3 +354,40 @@ def test_transcripts_longer_than_the_decoder_are_rejected_before_training(repo, 
     assert "1 utterances rejected before training" in printed and records[0]["key"] in printed
     summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
     assert list(summary["rejected"]) == [records[0]["key"]] and "the model holds 448" in summary["rejected"][records[0]["key"]]
+
+
+def test_save_steps_checkpoints_and_evaluates_within_an_epoch_and_no_timings_are_tracked(repo, tiny_whisper_dir):
+    from conftest import in_process
+
+    from asrtune.stages import finetune as stage
+
+    params_for(repo, tiny_whisper_dir, **{"train.save_steps": 1})
+    in_process(repo, stage, "s1")
+    summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+    curves = repo / "plots/finetune/s1"
+    evaluated = [int(line.split("\t")[0]) for line in (curves / "plots/metrics/eval/loss.tsv").read_text().splitlines()[1:]]
+    assert summary["steps"] > 1 and evaluated == list(range(1, summary["steps"] + 1))  # one epoch, a val loss every step
+    tracked = [f.name for f in curves.rglob("*")] + list(json.loads((curves / "metrics.json").read_text()).get("eval", {}))
+    assert not [n for n in tracked if "runtime" in n or "per_second" in n]  # they differ run to run: printed, not tracked
+
+
+def test_the_cache_lives_outside_the_workspace_and_can_be_listed_and_cleared(monkeypatch, tmp_path, capsys):
+    from asrtune import cache, paths
+
+    monkeypatch.delenv("ASRTUNE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert paths.cache_dir() == tmp_path / "home/.cache/asrtune"  # shared by dvc exp run --temp / --queue workspaces
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert paths.cache_dir() == tmp_path / "xdg/asrtune"
+    monkeypatch.setenv("ASRTUNE_CACHE", str(tmp_path / "mine"))
+    (tmp_path / "mine/checkpoints/finetune-s1-0123/checkpoint-6").mkdir(parents=True)
+    (tmp_path / "mine/checkpoints/finetune-s1-0123/checkpoint-6/trainer_state.json").write_text("{}")
+    (tmp_path / "mine/encoder/abc-float16").mkdir(parents=True)
+    (tmp_path / "mine/encoder/abc-float16/x.npy").write_bytes(b"0" * 2048)
+    cache.run(clear_checkpoints=False)
+    listed = capsys.readouterr().out
+    assert "checkpoints/finetune-s1-0123" in listed and "checkpoint-6" in listed and "encoder/abc-float16" in listed
+    cache.run(clear_checkpoints=True)
+    assert "removed 1 checkpoint folders" in capsys.readouterr().out
+    assert not (tmp_path / "mine/checkpoints/finetune-s1-0123").exists() and (tmp_path / "mine/encoder/abc-float16/x.npy").exists()

@@ -143,6 +143,7 @@ class Train(Strict):
     seed: int = 42
     cache_encoder: bool = True  # frozen encoder: compute its outputs once, reuse every epoch and stage
     cache_dtype: Literal["float16", "float32"] = "float16"
+    save_steps: Annotated[int, Field(ge=0)] = 0  # evaluate and checkpoint every N steps; 0 = every epoch
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower steps
     # processes (one GPU each, DDP through torchrun); auto = every visible GPU. Without a GPU, N CPU
     # processes (gloo): how the several-GPU path is tested. The global batch is batch_size x grad_accum x devices

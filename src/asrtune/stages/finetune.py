@@ -97,8 +97,6 @@ def run(stage: str) -> None:
 
     import torch
     import transformers
-    from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
 
     from asrtune import training
     from asrtune.encoder_cache import EncoderCache, weights_digest
@@ -143,13 +141,12 @@ def run(stage: str) -> None:
         say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
 
     datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
+    resume = training.last_checkpoint(ckpt_dir)
     callbacks = [timer := training.StepTimer()]
     if main:
-        shutil.rmtree(live_dir, ignore_errors=True)
-        callbacks.append(DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)))
+        callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
     trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
                                      data_collator=fam.collate, callbacks=callbacks, family_loss=fam.loss)
-    resume = training.last_checkpoint(ckpt_dir)
     world = args.world_size
     device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
     if torch.cuda.device_count() > world:
