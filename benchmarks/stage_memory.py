@@ -22,6 +22,8 @@ from pathlib import Path
 import yaml
 from common import REPO, run_stage, scratch_repo, write_params
 
+from asrtune import paths
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,8 +36,8 @@ def main() -> None:
         cache.mkdir()
         if args.quick:
             (repo / "models/merged").symlink_to(repo / "models/base")
-        elif (REPO / ".cache/asrtune/encoder").is_dir():
-            (cache / "encoder").symlink_to(REPO / ".cache/asrtune/encoder")  # read; checkpoints stay in tmp
+        elif (REPO / paths.cache_dir() / "encoder").is_dir():  # the demo's (REPO / an absolute path = that path)
+            (cache / "encoder").symlink_to(REPO / paths.cache_dir() / "encoder")  # read; checkpoints stay in tmp
         env = {"ASRTUNE_CACHE": str(cache)}
         params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
         stage = next(iter(params["train"]["stages"]))

@@ -16,6 +16,8 @@ import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# each test repository keeps its own cache (.cache/asrtune under it), not the user's shared ~/.cache/asrtune
+os.environ["ASRTUNE_CACHE"] = ".cache/asrtune"
 
 
 def tone(seconds: float, sample_rate: int = 16000, channels: int = 1, freq: float = 440.0) -> np.ndarray:
@@ -223,9 +225,10 @@ def in_process(repo: Path, stage_module, *args) -> str:
     return out.getvalue()
 
 
-def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze: tuple[bool, bool, bool], n: int = 16):
+def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze: tuple[bool, bool, bool], n: int = 16, **train):
     """One optimizer step of the Trainer as the finetune stage sets it up, on the first `n` examples
-    of data/mix/s1 (train, then val; raw features, no LoRA, clipping off): (gradients, logged loss)."""
+    of data/mix/s1 (train, then val; raw features, no LoRA, clipping off): (gradients, logged loss,
+    whether layers recomputed their activations)."""
     import torch
     from transformers import TrainerCallback
 
@@ -235,6 +238,7 @@ def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze
     class Gradients(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
             self.grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+            self.checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
     cwd = os.getcwd()
     os.chdir(repo)  # audio paths in the data are repository-relative
@@ -248,13 +252,13 @@ def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze
         items = [ex for split in ("train", "val") for ex in chatml.examples(read_jsonl(Path(f"data/mix/s1/{split}.jsonl")))][:n]
         assert len(items) == n
         dataset = training.SpeechDataset(items, fam.item_maker(model, processor, p), lambda a: fam.features(processor, a))
-        t = p.train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum})
+        t = p.train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum, **train})
         args = training.arguments(t, p.train.stages["s1"], repo / ".cache/first-step", "fp32", max_steps=1, max_grad_norm=0.0,
                                   eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
         grab = Gradients()
         trainer = training.FamilyTrainer(model=model, args=args, train_dataset=dataset, data_collator=fam.collate,
                                          callbacks=[grab], family_loss=fam.loss)
         trainer.train()
-        return grab.grads, trainer.state.log_history[0]["loss"]
+        return grab.grads, trainer.state.log_history[0]["loss"], grab.checkpointing
     finally:
         os.chdir(cwd)

@@ -85,6 +85,10 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     assert would_run(dvc_repo) == {"finetune@s2", "merge"}  # stage 1 stays cached (merge reads train.stages)
     set_param(dvc_repo, "train.stages.s2.epochs", 1)
     assert would_run(dvc_repo) == set()
+    set_param(dvc_repo, "train.stages.s2.freeze_encoder", False)  # a stage's own freeze flag
+    assert would_run(dvc_repo) == {"finetune@s2", "merge"}
+    set_param(dvc_repo, "train.stages.s2", {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3})
+    assert would_run(dvc_repo) == set()
 
     hashes = out_hashes(dvc_repo)
     assert ran(sh(dvc_repo, DVC, "repro", "-f", "mix")) == {"base", "mix@s1", "mix@s2"} | data

@@ -23,6 +23,16 @@ def test_normalization_cases(text, expected):
     assert normalize(text, ALL) == expected
 
 
+def test_lowercase_is_its_own_switch():
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+    keep_case = Normalize(lowercase=False)
+    assert normalize("Hello, World! (aside) 你好。", keep_case) == "Hello World 你好"
+    for text in ("Hello, World! [noise] 你好。", "CT 检查：Dr. Li's <unk> report", "naïve café, 1,000 mg"):
+        assert normalize(text, Normalize(numbers_to_arabic=False, fullwidth_to_halfwidth=False, traditional_to_simplified=False)) == \
+            " ".join(BasicTextNormalizer()(text).split())  # with lowercase on, exactly Whisper's basic normalizer
+
+
 def test_each_normalization_can_be_turned_off():
     off = Normalize(traditional_to_simplified=False, numbers_to_arabic=False, remove_punctuation=False,
                     lowercase=False, fullwidth_to_halfwidth=False)

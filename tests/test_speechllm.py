@@ -247,8 +247,8 @@ def test_encoder_cache_gives_the_same_training_as_recomputing(lora_run, tiny_whi
 def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(sllm_data):
     from conftest import first_step
 
-    big, big_loss = first_step(sllm_data, "speechllm", 16, 1, freeze=(True, False, False))
-    accumulated, accumulated_loss = first_step(sllm_data, "speechllm", 8, 2, freeze=(True, False, False))
+    big, big_loss, _ = first_step(sllm_data, "speechllm", 16, 1, freeze=(True, False, False))
+    accumulated, accumulated_loss, _ = first_step(sllm_data, "speechllm", 8, 2, freeze=(True, False, False))
     assert big.keys() == accumulated.keys() and any(k.startswith("adaptor.") for k in big) and any(k.startswith("llm.") for k in big)
     for k in big:
         assert torch.allclose(accumulated[k], big[k], rtol=1e-5, atol=1e-8), k

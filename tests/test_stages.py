@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ def test_jsonl_records_are_funasr_chatml_sorted_by_key(data_repo, whisper_tokeni
     assert len(records) == 12 and [r["key"] for r in records] == sorted(r["key"] for r in records)
     r = records[0]
     utt = manifest[r["key"].removeprefix("medical-")]
-    assert list(r) == ["key", "messages", "speech_length", "text_length"]
+    assert list(r) == ["key", "messages", "speech_length", "text_length", "audio_sha256"]
+    assert r["audio_sha256"] == utt["sha256"] == hashlib.sha256((data_repo / utt["audio"]).read_bytes()).hexdigest()
     assert [m["role"] for m in r["messages"]] == ["system", "user", "assistant"]
     assert r["messages"][0]["content"] == "You are a helpful assistant."
     assert r["messages"][1]["content"] == f"语音转写：<|startofspeech|>!{utt['audio']}<|endofspeech|>"
@@ -76,6 +78,12 @@ def test_mix_warns_when_general_runs_short(data_repo, tiny_whisper_dir, tmp_path
     ({"split.ratioz": [0.8, 0.1, 0.1]}, ["split.ratioz: unknown key"]),
     ({"mix.stages": {"s1": {"general": 1.0}}}, ["mix.stages.s1.general", "less than 1"]),
     ({"split.by": "room"}, ["split.by", "'speaker' or 'utterance'"]),
+    ({"split.ratios": [0.9, 0.1, 0.0]}, ["split.ratios", "every share must be above 0"]),
+    ({"data.max_duration": 40.0}, ["data.max_duration", "above the 30 s"]),
+    ({"data.min_duration": 5.0, "data.max_duration": 2.0}, ["data.min_duration (5.0) is above data.max_duration (2.0)"]),
+    ({"train.lora.target_modules": []}, ["train.lora.target_modules", "empty list"]),
+    ({"model.family": "speechllm", "model.llm": "Qwen/Qwen3-0.6B", "decode.engine": "ctranslate2"},
+     ["decode.engine", "whisper family only"]),
 ])
 def test_bad_params_fail_in_one_line_naming_the_key(tmp_path, tiny_whisper_dir, override, fragments):
     params_for(tmp_path, tiny_whisper_dir, **override)
@@ -183,3 +191,53 @@ def test_ctranslate2_engine_errors_name_the_problem(tmp_path, tiny_whisper_dir, 
     assert_one_line_error(asrtune(tmp_path, "decode", "base", "medical", ok=False), "models/ct2/base: not a CTranslate2 model")
     params_for(tmp_path, tiny_whisper_dir, **{"decode.compute_type": "float8"})
     assert_one_line_error(asrtune(tmp_path, "convert", "base", ok=False), "decode.compute_type")
+
+
+def test_a_split_left_without_val_or_test_is_an_error_before_writing(data_repo, tiny_whisper_dir, tmp_path):
+    """One speaker cannot be split three ways by speaker: say so, rather than let finetune or decode fail later."""
+    from conftest import in_process
+
+    from asrtune.errors import UserError
+    from asrtune.stages import split
+
+    shutil.copytree(data_repo / "data/ingest/medical", tmp_path / "data/ingest/medical")
+    shutil.copytree(data_repo / "data/jsonl", tmp_path / "data/jsonl")
+    manifest = tmp_path / "data/ingest/medical/manifest.jsonl"
+    manifest.write_text("".join(json.dumps({**r, "speaker": "A"}, ensure_ascii=False) + "\n" for r in read_jsonl(manifest)), encoding="utf-8")
+    params_for(tmp_path, tiny_whisper_dir)
+    with pytest.raises(UserError, match=r"split.ratios: medical has 1 speakers, too few to give val and test any .*split.by: utterance"):
+        in_process(tmp_path, split, "medical")
+    assert not (tmp_path / "data/split/medical").exists()
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "utterance"})
+    assert "test" in in_process(tmp_path, split, "medical")
+
+
+def test_new_audio_under_the_same_id_text_and_length_changes_every_data_stage(kaldi_corpus, tiny_whisper_dir, tmp_path):
+    """The manifest and the ChatML records carry each clip's sha256: changed samples change ingest's,
+    jsonl's and split's outputs, so DVC reruns them and everything after (mix, finetune, ...)."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import in_process
+
+    from asrtune.stages import ingest, jsonl, split
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_whisper_dir, repo / "models/base")
+    params_for(repo, tiny_whisper_dir, **{"data.corpora": {"k": {"role": "domain", "source": str(kaldi_corpus)}}, "split.by": "utterance",
+                                          "split.ratios": [0.34, 0.33, 0.33]})
+    outputs = [repo / "data/ingest/k/manifest.jsonl", repo / "data/jsonl/k.jsonl", repo / "data/split/k/train.jsonl",
+               repo / "data/split/k/val.jsonl", repo / "data/split/k/test.jsonl"]
+
+    def run_stages() -> list[bytes]:
+        for stage in (ingest, jsonl, split):
+            in_process(repo, stage, "k")
+        return [f.read_bytes() for f in outputs]
+
+    before = run_stages()
+    assert run_stages() == before  # same audio, same bytes
+    clip = kaldi_corpus.parent / "audio/good1.wav"  # 16 kHz mono PCM: referenced where it lies
+    samples, rate = sf.read(clip, dtype="int16")
+    sf.write(clip, np.roll(samples, 100), rate, subtype="PCM_16")  # other samples, same length
+    after = run_stages()
+    changed = [f.name for f, a, b in zip(outputs, before, after) if a != b]
+    assert changed[:2] == ["manifest.jsonl", "k.jsonl"] and len(changed) == 3  # and the split file holding good1

@@ -143,6 +143,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo, tiny_whisper_dir
     summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
     assert 0 < summary["resumed_from_step"] < summary["steps"]
     assert not list(checkpoints.glob("*/checkpoint-*"))  # cleaned once the stage output is written
+    # the curves go on from where the killed run's last checkpoint was: every step once, from the first
+    steps = [int(line.split("\t")[0]) for line in (repo / "plots/finetune/s1/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, summary["steps"] + 1))
 
 
 def test_a_checkpoint_killed_while_saving_is_not_resumed_from(tmp_path):
@@ -251,8 +254,8 @@ def test_model_language_changes_what_is_learned(language_runs):
 def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(data_repo):
     from conftest import first_step
 
-    big, big_loss = first_step(data_repo, "whisper", 16, 1, freeze=(True, True, False))
-    accumulated, accumulated_loss = first_step(data_repo, "whisper", 8, 2, freeze=(True, True, False))
+    big, big_loss, _ = first_step(data_repo, "whisper", 16, 1, freeze=(True, True, False))
+    accumulated, accumulated_loss, _ = first_step(data_repo, "whisper", 8, 2, freeze=(True, True, False))
     assert big.keys() == accumulated.keys() and big
     for k in big:
         assert torch.allclose(accumulated[k], big[k], rtol=1e-5, atol=1e-8), k
@@ -280,3 +283,111 @@ def test_bf16_trains_and_decodes_on_cpu(data_repo, tiny_whisper_dir, tmp_path):
     in_process(repo, merge)
     assert "bfloat16" in in_process(repo, decode, "merged", "medical")
     assert (repo / "data/decode/merged/medical.tsv").read_text().count("\n") > 0
+
+
+def test_frozen_whisper_parts_stay_in_eval_mode(tiny_whisper_dir):
+    from peft import get_peft_model
+
+    from asrtune.families import whisper
+
+    model = checkpoint.load(tiny_whisper_dir, "whisper")
+    whisper.freeze(model, True, True, False)
+    lora = get_peft_model(model, whisper.lora_config(4, 8, 0.0, None, False, False))
+    lora.train()  # what the Trainer does every step
+    assert not model.model.encoder.training and model.model.decoder.training
+    assert not any(p.requires_grad for p in model.model.encoder.parameters())
+
+
+def test_the_resume_fingerprint_covers_the_code(data_repo, tmp_path):
+    """A rerun after a code change must not resume from checkpoints the old code wrote."""
+    from asrtune import params
+    from asrtune.stages import finetune
+
+    files = {f.name for f in finetune.code_files("whisper")}
+    assert {"finetune.py", "training.py", "checkpoint.py", "encoder_cache.py", "__init__.py"} <= files
+    assert all(f.is_file() for f in finetune.code_files("speechllm"))
+    p = params.load(data_repo / "params.yaml")
+    code = tmp_path / "training.py"
+    code.write_text("x = 1\n")
+    data = [data_repo / "data/mix/s1/train.jsonl"]
+    before = finetune.fingerprint(p, "s1", data, data_repo / "models/base", code=[code])
+    code.write_text("x = 2\n")
+    assert finetune.fingerprint(p, "s1", data, data_repo / "models/base", code=[code]) != before
+
+
+def test_a_stage_can_set_its_own_freeze_flags(repo, tiny_whisper_dir):
+    """train.stages.s1 freezes the decoder and trains the encoder, against the global flags."""
+    finetune(repo, tiny_whisper_dir, **{"train.stages.s1.freeze_encoder": False, "train.stages.s1.freeze_llm": True,
+                                        "train.stages.s1.learning_rate": 1e-2})
+    base = checkpoint.load(repo / "models/base", "whisper")
+    tuned = checkpoint.load(repo / "models/finetune/s1", "whisper")
+    assert same(state(base, "model.decoder."), state(tuned, "model.decoder."))
+    assert not same(state(base, "model.encoder."), state(tuned, "model.encoder."))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(data_repo):
+    from conftest import first_step
+
+    plain, plain_loss, plain_recomputed = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8)
+    checkpointed, checkpointed_loss, recomputed = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8,
+                                                             gradient_checkpointing=True)
+    assert recomputed and not plain_recomputed
+    assert plain.keys() == checkpointed.keys() and any(k.startswith("model.encoder.") for k in plain)
+    for k in plain:
+        assert torch.allclose(plain[k], checkpointed[k], rtol=1e-5, atol=1e-8), k
+    assert plain_loss == pytest.approx(checkpointed_loss, rel=1e-6)
+
+
+def test_transcripts_longer_than_the_decoder_are_rejected_before_training(repo, tiny_whisper_dir):
+    """Whisper's decoder holds 448 positions with the prompt: a longer transcript is listed with its
+    reason and left out, instead of an IndexError midway (a device-side assert on a GPU)."""
+    from conftest import in_process
+
+    from asrtune.stages import finetune as stage
+
+    train = repo / "data/mix/s1/train.jsonl"
+    records = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
+    records[0]["messages"][2]["content"] = "长" * 500
+    train.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    params_for(repo, tiny_whisper_dir)
+    printed = in_process(repo, stage, "s1")
+    assert "1 utterances rejected before training" in printed and records[0]["key"] in printed
+    summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+    assert list(summary["rejected"]) == [records[0]["key"]] and "the model holds 448" in summary["rejected"][records[0]["key"]]
+
+
+def test_save_steps_checkpoints_and_evaluates_within_an_epoch_and_no_timings_are_tracked(repo, tiny_whisper_dir):
+    from conftest import in_process
+
+    from asrtune.stages import finetune as stage
+
+    params_for(repo, tiny_whisper_dir, **{"train.save_steps": 1})
+    in_process(repo, stage, "s1")
+    summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
+    curves = repo / "plots/finetune/s1"
+    evaluated = [int(line.split("\t")[0]) for line in (curves / "plots/metrics/eval/loss.tsv").read_text().splitlines()[1:]]
+    assert summary["steps"] > 1 and evaluated == list(range(1, summary["steps"] + 1))  # one epoch, a val loss every step
+    tracked = [f.name for f in curves.rglob("*")] + list(json.loads((curves / "metrics.json").read_text()).get("eval", {}))
+    assert not [n for n in tracked if "runtime" in n or "per_second" in n]  # they differ run to run: printed, not tracked
+
+
+def test_the_cache_lives_outside_the_workspace_and_can_be_listed_and_cleared(monkeypatch, tmp_path, capsys):
+    from asrtune import cache, paths
+
+    monkeypatch.delenv("ASRTUNE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert paths.cache_dir() == tmp_path / "home/.cache/asrtune"  # shared by dvc exp run --temp / --queue workspaces
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert paths.cache_dir() == tmp_path / "xdg/asrtune"
+    monkeypatch.setenv("ASRTUNE_CACHE", str(tmp_path / "mine"))
+    (tmp_path / "mine/checkpoints/finetune-s1-0123/checkpoint-6").mkdir(parents=True)
+    (tmp_path / "mine/checkpoints/finetune-s1-0123/checkpoint-6/trainer_state.json").write_text("{}")
+    (tmp_path / "mine/encoder/abc-float16").mkdir(parents=True)
+    (tmp_path / "mine/encoder/abc-float16/x.npy").write_bytes(b"0" * 2048)
+    cache.run(clear_checkpoints=False)
+    listed = capsys.readouterr().out
+    assert "checkpoints/finetune-s1-0123" in listed and "checkpoint-6" in listed and "encoder/abc-float16" in listed
+    cache.run(clear_checkpoints=True)
+    assert "removed 1 checkpoint folders" in capsys.readouterr().out
+    assert not (tmp_path / "mine/checkpoints/finetune-s1-0123").exists() and (tmp_path / "mine/encoder/abc-float16/x.npy").exists()

@@ -16,7 +16,9 @@ def speech_length(duration_s: float) -> int:
 
 
 def record(key: str, audio_path: str, text: str, duration_s: float, text_length: int,
-           system: str, prompt: str) -> dict:
+           system: str, prompt: str, audio_sha256: str | None = None) -> dict:
+    """Fun-ASR-Nano's record; `audio_sha256` (beside its keys, which Fun-ASR's reader ignores) makes
+    the record change when the audio does, so split, mix and training rerun."""
     return {
         "key": key,
         "messages": [
@@ -26,7 +28,7 @@ def record(key: str, audio_path: str, text: str, duration_s: float, text_length:
         ],
         "speech_length": speech_length(duration_s),
         "text_length": text_length,
-    }
+    } | ({"audio_sha256": audio_sha256} if audio_sha256 else {})
 
 
 def audio_path_for(manifest_path: str, mode: str) -> str:

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from asrtune import cache
 from asrtune.errors import UserError
 from asrtune.stages import base, convert, decode, finetune, ingest, jsonl, merge, mix, normalize, score, split
 
@@ -22,6 +23,7 @@ app.command("convert")(convert.run)
 app.command("decode")(decode.run)
 app.command("normalize")(normalize.run)
 app.command("score")(score.run)
+app.command("cache")(cache.run)  # not a stage: lists (and clears) the cache folder
 
 
 def main() -> None:

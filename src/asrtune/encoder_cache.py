@@ -7,6 +7,7 @@ only the frames that hold audio; float16 halves it).
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ class EncoderCache:
             chunk = missing[start : start + batch_size]
             hidden = encode([sf.read(a, dtype="float32")[0] for a in chunk])
             for audio, h in zip(chunk, hidden):
-                tmp = self.path(audio).with_suffix(".tmp.npy")
+                tmp = self.path(audio).with_suffix(f".{os.getpid()}.tmp.npy")  # the cache may be shared by concurrent runs
                 np.save(tmp, h.cpu().numpy().astype(self.dtype))
                 tmp.replace(self.path(audio))  # whole files only, even if killed mid-write
         return len(missing)

@@ -108,6 +108,13 @@ def _check(items: Iterable[Item], db: sqlite3.Connection, result: Result, audio_
             yield rejection
 
 
+def audio_sha256(path: Path) -> str:
+    """The audio's content: new samples under the same id, text and duration still change the
+    manifest, so DVC reruns what depends on it."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
 def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Path, cache_dir: Path, min_duration: float,
             max_duration: float, root: Path) -> Rejection | None:
     first = db.execute("SELECT origin FROM utt WHERE id = ?", (c.id,)).fetchone()
@@ -122,7 +129,8 @@ def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Pat
         return Rejection(c.id, c.origin, e.reason, str(e))
     if min_duration <= duration <= max_duration:
         result.converted += converted
-        record = {"id": c.id, "audio": path, "text": " ".join(c.text.split()), "speaker": c.speaker, "duration": round(duration, 4)}
+        record = {"id": c.id, "audio": path, "text": " ".join(c.text.split()), "speaker": c.speaker, "duration": round(duration, 4),
+                  "sha256": audio_sha256(Path(root / path if not os.path.isabs(path) else path))}
         db.execute("UPDATE utt SET record = ?, speaker = ?, duration = ? WHERE id = ?",
                    (json.dumps(record, ensure_ascii=False), c.speaker, record["duration"], c.id))
         return None

@@ -22,11 +22,14 @@ def _t2s():
     return opencc.OpenCC("t2s")
 
 
-@lru_cache(maxsize=1)
-def _basic():
-    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+def _remove_punctuation(text: str) -> str:
+    """Whisper's basic normalizer without its lower-casing (normalize.lowercase decides that):
+    bracketed and parenthesized asides go, punctuation, symbols and marks become spaces."""
+    from transformers.models.whisper.english_normalizer import remove_symbols
 
-    return BasicTextNormalizer()
+    text = re.sub(r"[<\[][^>\]]*[>\]]", "", text)
+    text = re.sub(r"\(([^)]+?)\)", "", text)
+    return remove_symbols(text)
 
 
 def _numbers_to_arabic(text: str) -> str:
@@ -44,8 +47,7 @@ def normalize(text: str, opts: Normalize) -> str:
     if opts.numbers_to_arabic:
         text = _numbers_to_arabic(text)
     if opts.remove_punctuation:
-        # Whisper's basic normalizer: punctuation and symbols become spaces (it also lower-cases)
-        text = _basic()(text)
+        text = _remove_punctuation(text)
     if opts.lowercase:
         text = text.lower()
     return " ".join(text.split())

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from asrtune.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
+WINDOW_SECONDS = 30.0  # Whisper's encoder window: the longest clip either family's encoder hears
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
 
 
@@ -85,8 +86,8 @@ class Split(Strict):
     def _ratios(cls, r):
         if any(x < 0 for x in r) or not math.isclose(sum(r), 1.0, abs_tol=1e-6):
             raise ValueError(f"must be three non-negative numbers (train, val, test) summing to 1, got {list(r)}")
-        if r[0] == 0:
-            raise ValueError("the train share must be above 0")
+        if min(r) == 0:
+            raise ValueError("every share must be above 0 (train learns, val picks the best checkpoint, test is scored)")
         return r
 
 
@@ -112,11 +113,22 @@ class Lora(Strict):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     target_modules: list[str] | None = None  # module-name suffixes inside decoder/LLM layers; None = the family's default
 
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, targets):
+        if targets is not None and not targets:
+            raise ValueError("an empty list names no layer: give module names, or null for the family's default")
+        return targets
+
 
 class TrainStage(Strict):
     init: str  # models/base, or models/finetune/<an earlier stage>: where this stage starts from
     epochs: Annotated[float, Field(gt=0)] = 2
     learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+    # this stage's own freeze flags; unset = train.freeze_* (e.g. the adaptor alone first, LoRA on the LLM last)
+    freeze_encoder: bool | None = None
+    freeze_adaptor: bool | None = None
+    freeze_llm: bool | None = None
 
 
 class Train(Strict):
@@ -131,10 +143,18 @@ class Train(Strict):
     seed: int = 42
     cache_encoder: bool = True  # frozen encoder: compute its outputs once, reuse every epoch and stage
     cache_dtype: Literal["float16", "float32"] = "float16"
+    save_steps: Annotated[int, Field(ge=0)] = 0  # evaluate and checkpoint every N steps; 0 = every epoch
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower steps
     # processes (one GPU each, DDP through torchrun); auto = every visible GPU. Without a GPU, N CPU
     # processes (gloo): how the several-GPU path is tested. The global batch is batch_size x grad_accum x devices
     devices: Annotated[int, Field(gt=0)] | Literal["auto"] = 1
     stages: dict[Name, TrainStage]
+
+    def frozen(self, stage: str) -> tuple[bool, bool, bool]:
+        """(encoder, adaptor, llm) frozen in curriculum stage `stage`: its own flags, else the global ones."""
+        s = self.stages[stage]
+        flags = ("freeze_encoder", "freeze_adaptor", "freeze_llm")
+        return tuple(getattr(self, k) if getattr(s, k) is None else getattr(s, k) for k in flags)
 
 
 CT2_COMPUTE_TYPES = Literal["default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
@@ -168,6 +188,22 @@ class Params(Strict):
     train: Train
     decode: Decode = Decode()
     normalize: Normalize = Normalize()
+
+    @model_validator(mode="after")
+    def _durations(self):
+        if self.data.min_duration > self.data.max_duration:
+            raise ValueError(f"data.min_duration ({self.data.min_duration}) is above data.max_duration "
+                             f"({self.data.max_duration}): nothing would be accepted")
+        if self.data.max_duration > WINDOW_SECONDS:
+            raise ValueError(f"data.max_duration: {self.data.max_duration} s is above the {WINDOW_SECONDS:g} s that a Whisper encoder "
+                             "(both families) hears: longer clips would be cut silently")
+        return self
+
+    @model_validator(mode="after")
+    def _engine_runs_the_family(self):
+        if self.decode.engine == "ctranslate2" and self.model.family != "whisper":
+            raise ValueError(f"decode.engine: ctranslate2 runs the whisper family only, not model.family={self.model.family}")
+        return self
 
     @model_validator(mode="after")
     def _llm_given(self):

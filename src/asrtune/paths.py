@@ -29,8 +29,13 @@ def mix_dir(stage: str) -> Path:
 
 
 def cache_dir() -> Path:
-    """Downloads and other re-creatable files: never a DVC output (ASRTUNE_CACHE overrides)."""
-    return Path(os.environ.get("ASRTUNE_CACHE", ".cache/asrtune"))
+    """Encoder outputs, checkpoints, downloads: re-creatable, never a DVC output. Outside the
+    workspace by default (~/.cache/asrtune, or $XDG_CACHE_HOME/asrtune), so that `dvc exp run --temp`
+    and `--queue`, which run in other directories, reuse it and resume; ASRTUNE_CACHE sets another
+    place (a relative path is taken from the repository root)."""
+    if "ASRTUNE_CACHE" in os.environ:
+        return Path(os.environ["ASRTUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "asrtune"
 
 
 def finetune_dir(stage: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +31,19 @@ class SpeechDataset(torch.utils.data.Dataset):
             return {**self.make_item(ex, sf.info(ex.audio).frames), "encoder_hidden": self.cache.load(ex.audio)}
         audio = sf.read(ex.audio, dtype="float32")[0]
         return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
+
+
+def split_too_long(items: list[Example], make_item, limit: int) -> tuple[list[Example], dict[str, str]]:
+    """(the examples whose token sequence fits the model's `limit` positions, key -> reason for the
+    rest). Checked before training: a longer one would stop training midway with an IndexError."""
+    kept, rejected = [], {}
+    for ex in items:
+        n = len(make_item(ex, sf.info(ex.audio).frames)["labels"])
+        if n > limit:
+            rejected[ex.key] = f"too_long: {n} positions with the prompt, the model holds {limit}"
+        else:
+            kept.append(ex)
+    return kept, rejected
 
 
 class FamilyTrainer(Trainer):
@@ -93,13 +107,57 @@ def arguments(t, stage, output_dir: Path, precision: str, **overrides) -> Traini
         output_dir=str(output_dir), num_train_epochs=stage.epochs, learning_rate=stage.learning_rate,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, warmup_steps=t.warmup, weight_decay=t.weight_decay,
-        lr_scheduler_type="linear", logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
+        lr_scheduler_type="linear", logging_steps=1,
+        # evaluate and checkpoint every train.save_steps steps (0: every epoch): a kill loses at most one interval
+        eval_strategy="steps" if t.save_steps else "epoch", save_strategy="steps" if t.save_steps else "epoch",
+        eval_steps=t.save_steps or None, save_steps=t.save_steps or 500,
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
         prediction_loss_only=True, label_names=["labels"], remove_unused_columns=False, report_to=[],
-        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0,
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=0, activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},  # the reentrant kind loses the gradients of LoRA behind frozen inputs
         ddp_backend="gloo" if "WORLD_SIZE" in os.environ and not torch.cuda.is_available() else None,  # CPU processes
         **trainer_settings(precision, torch.cuda.is_available()),
     ), **overrides})
+
+
+TIMINGS = ("runtime", "samples_per_second", "steps_per_second")  # vary run to run: printed, never in git-tracked files
+
+
+class Curves(TrainerCallback):
+    """dvclive curves keyed by the optimizer step (train loss, learning rate, grad norm, val loss),
+    without the timings. A resumed run continues the curves of the run it resumes."""
+
+    def __init__(self, live_dir: Path, resume_step: int | None):
+        from dvclive import Live
+
+        if resume_step is None:
+            shutil.rmtree(live_dir, ignore_errors=True)
+        else:
+            trim_curves(live_dir, resume_step)
+        self.live = Live(dir=str(live_dir), resume=resume_step is not None, dvcyaml=None, save_dvc_exp=False, report=None)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        kept = {k: v for k, v in args.to_dict().items() if k not in ("output_dir", "logging_dir")}  # paths, not settings
+        self.live.log_params(kept)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.live.step = state.global_step
+        for key, value in (logs or {}).items():
+            name = key.replace("eval_", "eval/", 1).replace("train_", "train/", 1)
+            if isinstance(value, (int, float)) and not name.endswith(TIMINGS):
+                self.live.log_metric(name, value)
+        self.live.next_step()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.live.end()
+
+
+def trim_curves(live_dir: Path, step: int) -> None:
+    """Drop the points after `step` (what a killed run logged past its last checkpoint)."""
+    for tsv in live_dir.rglob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines()
+        at = header.split("\t").index("step")
+        tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[at]) <= step]) + "\n")
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:

@@ -19,25 +19,42 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
 
-def check_flags(p: params.Params, say=print) -> bool:
-    """Validates the freeze flags before any data or model is loaded; returns whether LoRA is used."""
+def check_flags(p: params.Params, stage: str, say=print) -> bool:
+    """Validates this stage's freeze flags before any data or model is loaded; returns whether LoRA is used."""
     t, fam = p.train, families.get(p.model.family)
-    if not fam.HAS_ADAPTOR and not t.freeze_adaptor:
-        say(f"note: the {fam.NAME} family has no adaptor; train.freeze_adaptor=false changes nothing")
-    if fam.HAS_ADAPTOR and t.freeze_adaptor:  # the flags hold for every stage: no stage of this curriculum trains it
-        say(f"warning: the adaptor in {paths.BASE_MODEL} starts from random weights and train.freeze_adaptor=true "
-              "keeps them so: the LLM will get no usable audio (set -S train.freeze_adaptor=false)")
-    frozen = [t.freeze_encoder, t.freeze_llm] + ([t.freeze_adaptor] if fam.HAS_ADAPTOR else [])
-    if all(frozen):
-        raise UserError("train: every component is frozen (freeze_encoder, freeze_adaptor, freeze_llm): nothing would learn")
-    return t.lora.r > 0 and not t.freeze_llm
+    encoder, adaptor, llm = t.frozen(stage)
+    if not fam.HAS_ADAPTOR and not adaptor:
+        say(f"note: the {fam.NAME} family has no adaptor; freeze_adaptor=false changes nothing")
+    if fam.HAS_ADAPTOR and all(t.frozen(s)[1] for s in t.stages):  # no stage of this curriculum trains it
+        say(f"warning: the adaptor in {paths.BASE_MODEL} starts from random weights and no curriculum stage trains it "
+            "(freeze_adaptor): the LLM will get no usable audio (set -S train.freeze_adaptor=false)")
+    if all([encoder, llm] + ([adaptor] if fam.HAS_ADAPTOR else [])):
+        raise UserError(f"train.stages.{stage}: every component is frozen (freeze_encoder, freeze_adaptor, freeze_llm): "
+                        "nothing would learn")
+    return t.lora.r > 0 and not llm
 
 
-def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path) -> str:
-    """Identifies a run, so only a rerun of the very same training resumes its checkpoints."""
+# the code a finetune stage trains with (dvc.yaml lists the same files as its dependencies)
+CODE = ("stages/finetune.py", "training.py", "encoder_cache.py", "checkpoint.py", "families/__init__.py", "chatml.py",
+        "precision.py", "distributed.py")
+
+
+def code_files(family: str) -> list[Path]:
+    root = Path(__file__).resolve().parents[1]
+    return [root / f for f in CODE] + sorted((root / "families" / family).rglob("*.py"))
+
+
+def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path, code: list[Path] | None = None) -> str:
+    """Identifies a run (params, data, init model, our code and the libraries' versions), so only a
+    rerun of the very same training resumes its checkpoints."""
+    import peft
+    import torch
+    import transformers
+
+    versions = [torch.__version__, transformers.__version__, peft.__version__]
     h = hashlib.sha256(json.dumps([p.model.model_dump(), p.train.model_dump(exclude={"stages"}),
-                                   p.train.stages[stage].model_dump()], sort_keys=True).encode())
-    for f in files:
+                                   p.train.stages[stage].model_dump(), versions], sort_keys=True).encode())
+    for f in files + (code if code is not None else code_files(p.model.family)):
         h.update(hashlib.sha256(f.read_bytes()).digest())
     for f in sorted(init.rglob("*")):  # contents, not mtimes: the same run gets the same name on every clone
         if f.is_file():
@@ -56,8 +73,9 @@ def run(stage: str) -> None:
     relaunch = n_devices > 1 and not distributed.launched()
     main = distributed.is_main()
     say = print if main and not relaunch else (lambda *args, **kwargs: None)  # rank 0 of the processes that train speaks
-    use_lora = check_flags(p, say)
+    use_lora = check_flags(p, stage, say)
     t, cfg = p.train, p.train.stages[stage]
+    freeze_encoder, freeze_adaptor, freeze_llm = t.frozen(stage)
     init, out, live_dir = Path(cfg.init), paths.finetune_dir(stage), paths.train_plots_dir(stage)
     data = [paths.mix_dir(stage) / "train.jsonl", paths.mix_dir(stage) / "val.jsonl"]
     for f in data:
@@ -79,8 +97,6 @@ def run(stage: str) -> None:
 
     import torch
     import transformers
-    from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
 
     from asrtune import training
     from asrtune.encoder_cache import EncoderCache, weights_digest
@@ -91,22 +107,32 @@ def run(stage: str) -> None:
     transformers.set_seed(t.seed)
     model = checkpoint.load(init, p.model.family)
     processor = fam.load_processor(checkpoint.root_of(init))
-    fam.freeze(model, t.freeze_encoder, t.freeze_adaptor, t.freeze_llm)
+    fam.freeze(model, freeze_encoder, freeze_adaptor, freeze_llm)
     if use_lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
-                                                      train_encoder=not t.freeze_encoder,
-                                                      train_adaptor=not t.freeze_adaptor, model=model))
+                                                      train_encoder=not freeze_encoder, train_adaptor=not freeze_adaptor,
+                                                      model=model))
     families.keep_fixed(model)
+    unwrapped = model.get_base_model() if use_lora else model
     trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
     total = sum(x.numel() for x in model.parameters())
 
-    train_ex, val_ex = (chatml.examples(read_jsonl(f)) for f in data)
     make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
+    (train_ex, too_long_train), (val_ex, too_long_val) = (
+        training.split_too_long(chatml.examples(read_jsonl(f)), make_item, fam.max_positions(unwrapped)) for f in data)
+    too_long = {**too_long_train, **too_long_val}
+    for name, kept in (("train", train_ex), ("val", val_ex)):
+        if not kept:
+            raise UserError(f"{paths.mix_dir(stage) / name}.jsonl: no utterance fits the model ({len(too_long)} too long)")
+    if too_long:
+        say(f"finetune {stage}: {len(too_long)} utterances rejected before training (listed in {out / 'summary.json'}):")
+        for key, reason in list(too_long.items())[:10]:
+            say(f"  {key}: {reason}")
     cache = None
     model.to(args.device)  # this process's own device (cuda:<local rank>), before the encoder cache fills
-    if t.freeze_encoder and t.cache_encoder:
+    if freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
         features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
         cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
@@ -115,13 +141,12 @@ def run(stage: str) -> None:
         say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
 
     datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
+    resume = training.last_checkpoint(ckpt_dir)
     callbacks = [timer := training.StepTimer()]
     if main:
-        shutil.rmtree(live_dir, ignore_errors=True)
-        callbacks.append(DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)))
+        callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
     trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
                                      data_collator=fam.collate, callbacks=callbacks, family_loss=fam.loss)
-    resume = training.last_checkpoint(ckpt_dir)
     world = args.world_size
     device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
     if torch.cuda.device_count() > world:
@@ -144,7 +169,7 @@ def run(stage: str) -> None:
     # no timings in the stage output: the same params and data give the same bytes (timings are in dvclive's metrics)
     summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
                "steps": trainer.state.global_step, "resumed_from_step": resumed_from,
-               "best_val_loss": best, "train_loss": result.training_loss}
+               "best_val_loss": best, "train_loss": result.training_loss, "rejected": too_long}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
     steps_run = trainer.state.global_step - resumed_from

@@ -7,6 +7,7 @@ import shutil
 from contextlib import ExitStack
 
 from asrtune import chatml, params, paths
+from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 from asrtune.splitting import SPLITS, assign
 
@@ -26,6 +27,11 @@ def run(corpus: str) -> None:
         groups.append((key, group))
         durations[key] = r["duration"]
     where = assign(groups, p.ratios, p.seed)
+    empty = [s for s in SPLITS if s not in set(where.values())]
+    if empty:  # finetune needs val (best checkpoint), decode and score need test
+        unit = f"{len({g for _, g in groups})} speakers" if p.by == "speaker" else f"{len(groups)} utterances"
+        raise UserError(f"split.ratios: {corpus} has {unit}, too few to give {' and '.join(empty)} any with ratios {list(p.ratios)}"
+                        + (" (split.by: utterance splits utterances instead)" if p.by == "speaker" else ""))
 
     # pass 2: stream the ChatML records into their split files (input order = sorted by key)
     out = paths.split_dir(corpus)
@@ -52,6 +58,3 @@ def run(corpus: str) -> None:
         print(f"  {s:<5} {summary[s]['utterances']:>7} utt  {summary[s]['hours']:>8.3f} h  {summary[s]['speakers']:>4} speakers")
     if no_speaker:
         print(f"  warning: {no_speaker} utterances have no speaker; each was split on its own")
-    for s, ratio in zip(SPLITS, p.ratios):
-        if ratio > 0 and summary[s]["utterances"] == 0:
-            print(f"  warning: {s} is empty: too few {'speakers' if p.by == 'speaker' else 'utterances'} for ratio {ratio}")

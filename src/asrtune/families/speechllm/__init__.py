@@ -46,6 +46,11 @@ def load_processor(path: Path):
     return SpeechLLMProcessor.from_pretrained(path)
 
 
+def max_positions(model) -> int:
+    """The LLM's positions: prompt, audio embeddings and transcript together."""
+    return model.config.text_config.max_position_embeddings
+
+
 def encoder(model):
     return model.encoder
 

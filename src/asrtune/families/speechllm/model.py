@@ -76,6 +76,7 @@ class SpeechLLM(PreTrainedModel):
     base_model_prefix = "speechllm"
     main_input_name = "input_ids"
     _supports_sdpa = True
+    supports_gradient_checkpointing = True  # its encoder and LLM layers checkpoint themselves
     _no_split_modules = ["WhisperEncoderLayer", "Qwen3DecoderLayer"]
 
     def __init__(self, config: SpeechLLMConfig):

@@ -4,6 +4,7 @@ decoder, which the `llm` freeze flag names. Whisper has no adaptor."""
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +37,31 @@ def load_processor(path: Path):
     return WhisperProcessor.from_pretrained(path, local_files_only=True)
 
 
+def max_positions(model) -> int:
+    """Decoder positions, prompt included (448 for every Whisper)."""
+    return model.config.max_target_positions
+
+
 def encoder(model):
     return model.get_encoder()
 
 
 def freeze(model, freeze_encoder: bool, freeze_adaptor: bool, freeze_llm: bool) -> None:
-    """A frozen component gets no gradients; the output projection is tied to the decoder embeddings.
+    """A frozen component gets no gradients and stays in eval mode (no dropout) whenever the Trainer
+    puts the model in training mode; the output projection is tied to the decoder embeddings.
     (Whisper has no adaptor: freeze_adaptor changes nothing.)"""
-    for p in model.model.encoder.parameters():
-        p.requires_grad = not freeze_encoder
-    for p in model.model.decoder.parameters():
-        p.requires_grad = not freeze_llm
+    frozen = [part for part, flag in ((model.model.encoder, freeze_encoder), (model.model.decoder, freeze_llm)) if flag]
+    for part in (model.model.encoder, model.model.decoder):
+        for p in part.parameters():
+            p.requires_grad = not any(part is f for f in frozen)
+
+    def train(self, mode: bool = True):
+        type(self).train(self, mode)
+        for part in frozen:
+            part.eval()
+        return self
+
+    model.train = types.MethodType(train, model)  # peft and DDP reach it through Module.train's recursion
 
 
 def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] | None, train_encoder: bool,

@@ -1,0 +1,35 @@
+"""asrtune cache: what the cache folder holds (encoder outputs, resume checkpoints, downloads), and
+a way to drop the checkpoints of runs that were abandoned (a finished finetune removes its own)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import typer
+
+from asrtune import paths
+
+
+def size_of(folder: Path) -> tuple[int, int, float]:
+    """(files, bytes, newest modification time) under a folder."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files), max((f.stat().st_mtime for f in files), default=folder.stat().st_mtime)
+
+
+def run(clear_checkpoints: bool = typer.Option(False, "--clear-checkpoints",
+                                               help="remove every run's checkpoints (while no finetune is running)")) -> None:
+    """List the asrtune cache (ASRTUNE_CACHE, default ~/.cache/asrtune)."""
+    root = paths.cache_dir()
+    print(f"asrtune cache: {root.resolve()}")
+    for kind in ("checkpoints", "encoder", "http"):
+        entries = sorted(p for p in (root / kind).glob("*")) if (root / kind).is_dir() else []
+        for entry in entries:
+            n, size, newest = size_of(entry) if entry.is_dir() else (1, entry.stat().st_size, entry.stat().st_mtime)
+            detail = ", ".join(sorted(c.name for c in entry.glob("checkpoint-*"))) if kind == "checkpoints" else f"{n} files"
+            print(f"  {kind}/{entry.name}  {size / 2**20:.1f} MiB  {detail}  last written {time.strftime('%Y-%m-%d %H:%M', time.localtime(newest))}")
+        if kind == "checkpoints" and clear_checkpoints and entries:
+            for entry in entries:
+                shutil.rmtree(entry)
+            print(f"  removed {len(entries)} checkpoint folders")
