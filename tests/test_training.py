@@ -391,3 +391,18 @@ def test_the_cache_lives_outside_the_workspace_and_can_be_listed_and_cleared(mon
     cache.run(clear_checkpoints=True)
     assert "removed 1 checkpoint folders" in capsys.readouterr().out
     assert not (tmp_path / "mine/checkpoints/finetune-s1-0123").exists() and (tmp_path / "mine/encoder/abc-float16/x.npy").exists()
+
+
+def test_curves_of_a_run_killed_mid_write_are_trimmed_to_the_resumed_step(tmp_path):
+    from asrtune.training import Curves
+
+    live = tmp_path / "plots"
+    (live / "plots/metrics/eval").mkdir(parents=True)
+    (live / "plots/metrics/loss.tsv").write_text("step\tloss\n1\t3.0\n2\t2.5\n3\t2.2\n4\t2.")
+    (live / "plots/metrics/eval/loss.tsv").write_text("step\tloss\n2\t2.6\n4\t2.3\n")
+    (live / "plots/metrics/epoch.tsv").write_text("")  # killed before its header was out
+    (live / "metrics.json").write_text("")  # killed mid-write: dvclive's own resume fails to read it
+    Curves(live, resume_step=2)
+    assert (live / "plots/metrics/loss.tsv").read_text() == "step\tloss\n1\t3.0\n2\t2.5\n"
+    assert (live / "plots/metrics/eval/loss.tsv").read_text() == "step\tloss\n2\t2.6\n"
+    assert not (live / "plots/metrics/epoch.tsv").exists()

@@ -153,11 +153,20 @@ class Curves(TrainerCallback):
 
 
 def trim_curves(live_dir: Path, step: int) -> None:
-    """Drop the points after `step` (what a killed run logged past its last checkpoint)."""
+    """Keep the points up to `step`, where the run resumes: a killed run logged past its last
+    checkpoint, and may have died mid-write (a cut row, an empty summary, which dvclive's own
+    resume would fail to read: the summary and params are written anew)."""
+    for summary in ("metrics.json", "params.yaml"):
+        (live_dir / summary).unlink(missing_ok=True)
     for tsv in live_dir.rglob("*.tsv"):
-        header, *rows = tsv.read_text().splitlines()
-        at = header.split("\t").index("step")
-        tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[at]) <= step]) + "\n")
+        header, *rows = tsv.read_text().splitlines() or [""]
+        names = header.split("\t")
+        if "step" not in names:
+            tsv.unlink()
+            continue
+        at = names.index("step")
+        whole = [r for r in rows if len(r.split("\t")) == len(names) and r.split("\t")[at].isdigit()]
+        tsv.write_text("\n".join([header] + [r for r in whole if int(r.split("\t")[at]) <= step]) + "\n")
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:

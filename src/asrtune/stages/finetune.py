@@ -3,7 +3,8 @@
 
 Freeze flags decide what learns; with train.lora.r > 0 an unfrozen decoder/LLM learns through
 LoRA. A frozen encoder's outputs are computed once and reused. A killed run resumes from its last
-checkpoint (kept under the asrtune cache, keyed by this stage's params, data and init).
+checkpoint (kept under the asrtune cache, keyed by this stage's params, data, init, code and
+library versions). train.devices > 1 relaunches the stage under torchrun; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def run(stage: str) -> None:
     checkpoint.save(trainer.model, out, init, p.model.family, use_lora)
     best = trainer.state.best_metric
     resumed_from = training.checkpoint_step(resume) if resume else 0
-    # no timings in the stage output: the same params and data give the same bytes (timings are in dvclive's metrics)
+    # no timings in the stage output: the same params and data give the same bytes (timings are printed below)
     summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
                "steps": trainer.state.global_step, "resumed_from_step": resumed_from,
                "best_val_loss": best, "train_loss": result.training_loss, "rejected": too_long}
