@@ -101,6 +101,15 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     set_param(dvc_repo, "decode.engine", "ctranslate2")
     assert would_run(dvc_repo) == convert | {s for s in matrix if s.startswith("decode")}  # nothing upstream
     set_param(dvc_repo, "decode.engine", "transformers")
+    set_param(dvc_repo, "decode.compute_type", "int8")  # under the transformers engine: convert's note only
+    assert would_run(dvc_repo) == convert
+    set_param(dvc_repo, "decode.compute_type", "default")
+    config = dvc_repo / "models/base/config.json"  # the base model changes, its tokenizer does not
+    original = config.read_bytes()
+    config.write_bytes(original + b"\n")
+    stale = would_run(dvc_repo)
+    assert "finetune@s1" in stale and not {"jsonl@general", "jsonl@medical"} & stale  # jsonl reads tokenizer.json only
+    config.write_bytes(original)
 
     # an experiment: switching the family reruns everything downstream of the base model, never ingest
     commit(dvc_repo, "baseline")

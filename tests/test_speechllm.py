@@ -34,8 +34,15 @@ def sllm_data(data_repo, tiny_whisper_dir, tiny_llm_dir, tmp_path_factory) -> Pa
 
 
 def finetune(repo: Path, tiny_whisper_dir: Path, tiny_llm_dir: Path, **overrides):
+    """The finetune stage in this process (the subprocess would add seconds of imports per run)."""
+    from types import SimpleNamespace
+
+    from conftest import in_process
+
+    from asrtune.stages import finetune as finetune_stage
+
     params_for(repo, tiny_whisper_dir, **{**speechllm_overrides(tiny_llm_dir), "train.stages.s1.learning_rate": 1e-2, **overrides})
-    return asrtune(repo, "finetune", "s1")
+    return SimpleNamespace(stdout=in_process(repo, finetune_stage, "s1"))
 
 
 def part_state(model, part: str) -> dict[str, torch.Tensor]:

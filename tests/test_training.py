@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,9 +26,14 @@ def repo(data_repo, tmp_path) -> Path:
     return dst
 
 
-def finetune(repo: Path, tiny_whisper_dir: Path, stage: str = "s1", **overrides) -> subprocess.CompletedProcess:
+def finetune(repo: Path, tiny_whisper_dir: Path, stage: str = "s1", **overrides) -> SimpleNamespace:
+    """The finetune stage in this process (the subprocess would add seconds of imports per run)."""
+    from conftest import in_process
+
+    from asrtune.stages import finetune as finetune_stage
+
     params_for(repo, tiny_whisper_dir, **overrides)
-    return asrtune(repo, "finetune", stage)
+    return SimpleNamespace(stdout=in_process(repo, finetune_stage, stage))
 
 
 def state(model, prefix: str) -> dict[str, torch.Tensor]:

@@ -31,12 +31,12 @@ def check_family(family: str) -> None:
                         f"{family} (use decode.engine=transformers)")
 
 
-def convert(model_dir: Path, out: Path) -> None:
-    """A transformers Whisper directory -> a CTranslate2 one."""
+def convert(model_dir: Path, out: Path, quantization: str = QUANTIZATION) -> None:
+    """A transformers Whisper directory -> a CTranslate2 one, its weights stored as `quantization`."""
     from ctranslate2.converters import TransformersConverter
     from transformers import WhisperFeatureExtractor
 
-    TransformersConverter(str(model_dir), copy_files=["tokenizer.json"]).convert(str(out), quantization=QUANTIZATION, force=True)
+    TransformersConverter(str(model_dir), copy_files=["tokenizer.json"]).convert(str(out), quantization=quantization, force=True)
     # transformers 5 keeps the feature settings in processor_config.json; faster-whisper reads preprocessor_config.json
     WhisperFeatureExtractor.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
 

@@ -157,13 +157,13 @@ class Train(Strict):
         return tuple(getattr(self, k) if getattr(s, k) is None else getattr(s, k) for k in flags)
 
 
-CT2_COMPUTE_TYPES = Literal["default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+CT2_COMPUTE_TYPES = Literal["default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
                             "float16", "bfloat16", "float32"]
 
 
 class Decode(Strict):
     engine: Literal["transformers", "ctranslate2"] = "transformers"  # ctranslate2: the whisper family only
-    compute_type: CT2_COMPUTE_TYPES = "default"  # ctranslate2 only; default = as stored (float16; float32 on a CPU)
+    compute_type: CT2_COMPUTE_TYPES = "default"  # ctranslate2 only: the stored (and computed) type; default = float16 (float32 on a CPU)
     batch_size: Annotated[int, Field(gt=0)] = 16
     num_beams: Annotated[int, Field(gt=0)] = 1
     # repetition guard: at most this many tokens per second of audio (+8), and no repeated n-grams of this size (0 = off)

@@ -1,5 +1,7 @@
 """convert <model>: with decode.engine=ctranslate2, write models/ct2/<model>, the CTranslate2 copy
-of `base` or `merged` (CTranslate2's own converter, weights in float16; faster-whisper loads it too).
+of `base` or `merged` (CTranslate2's own converter; faster-whisper loads it too), its weights stored
+in decode.compute_type (default: float16), which decode then computes in: so that setting is this
+stage's alone, and changing it under the transformers engine reruns nothing but this note.
 
 With decode.engine=transformers there is nothing to convert: the stage writes a one-line note in
 under a second, so the pipeline's shape stays the same for both engines.
@@ -34,6 +36,7 @@ def run(model: str) -> None:
     source = paths.model_dir(model)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
-    ct2_engine.convert(source, out)
+    stored = ct2_engine.QUANTIZATION if p.decode.compute_type == "default" else p.decode.compute_type
+    ct2_engine.convert(source, out, stored)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"convert {model}: {source} -> {out} (CTranslate2, {ct2_engine.QUANTIZATION} weights, {size:.0f} MiB)")
+    print(f"convert {model}: {source} -> {out} (CTranslate2, {stored} weights, {size:.0f} MiB)")

@@ -26,7 +26,7 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
         from asrtune.ctranslate2_engine import Engine, check_family
 
         check_family(p.model.family)
-        engine = Engine(ct2_dir, p.decode.compute_type)
+        engine = Engine(ct2_dir)  # computes in the type convert stored (decode.compute_type)
         return (lambda batch, audio: engine.transcribe(audio, p)), f"ctranslate2, {engine.device}"
     import torch
     import transformers

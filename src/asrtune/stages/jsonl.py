@@ -14,20 +14,15 @@ BATCH = 1024  # tokenize in batches: the Rust tokenizer is much quicker per batc
 
 
 def token_counter(model_dir: Path) -> Callable[[list[str]], list[int]]:
-    """Counts transcript tokens under the base model's tokenizer (no special tokens).
+    """Counts transcript tokens under the base model's tokenizer.json (no special tokens), with the
+    Rust `tokenizers` library alone: no torch or transformers import (seconds per stage). That one
+    file is jsonl's dependency in dvc.yaml; base writes it for every model (fast tokenizers)."""
+    from tokenizers import Tokenizer
 
-    With a tokenizer.json the Rust `tokenizers` library does it alone, with no torch or
-    transformers import (seconds per stage); other tokenizers go through AutoTokenizer.
-    """
-    if (model_dir / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return lambda texts: [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    if not (model_dir / "tokenizer.json").is_file():
+        raise UserError(f"{model_dir / 'tokenizer.json'}: not found (a model without a fast tokenizer; run `dvc repro base`)")
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
 def records(corpus: str, count_tokens, cfg: params.Jsonl):
