@@ -203,6 +203,9 @@ def dvc_repo(tmp_path, tiny_whisper_dir) -> Path:
     params = params_for(repo, tiny_whisper_dir)
     for corpus in params["data"]["corpora"].values():  # dvc.yaml tracks sources as deps: keep them in the repo
         corpus["source"] = os.path.relpath(corpus["source"], REPO)
+    shutil.copytree(REPO / "models/sources", repo / "models/sources")  # base's dependency: local checkpoints live here
+    shutil.copytree(tiny_whisper_dir, repo / "models/sources/tiny-whisper")
+    params["model"]["base"] = "models/sources/tiny-whisper"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     sh(repo, "git", "init", "-q")
     sh(repo, str(BIN / "dvc"), "init", "-q")

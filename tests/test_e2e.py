@@ -104,6 +104,11 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     set_param(dvc_repo, "decode.compute_type", "int8")  # under the transformers engine: convert's note only
     assert would_run(dvc_repo) == convert
     set_param(dvc_repo, "decode.compute_type", "default")
+    source = dvc_repo / "models/sources/tiny-whisper/generation_config.json"  # new weights in place under models/sources
+    original = source.read_bytes()
+    source.write_bytes(original + b"\n")
+    assert would_run(dvc_repo) == {"base"}
+    source.write_bytes(original)
     config = dvc_repo / "models/base/config.json"  # the base model changes, its tokenizer does not
     original = config.read_bytes()
     config.write_bytes(original + b"\n")

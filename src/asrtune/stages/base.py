@@ -23,6 +23,9 @@ def _resolve(key: str, spec: str) -> tuple[str, bool]:
     local = Path(spec).expanduser().exists()
     if not local and (spec.startswith((".", "/", "~")) or spec.count("/") != 1):
         raise UserError(f"{key} {spec}: no such directory, and not a hub id of the form org/name")
+    if local and not Path(spec).expanduser().resolve().is_relative_to(paths.MODEL_SOURCES.resolve()):
+        print(f"note: {key} {spec} is outside {paths.MODEL_SOURCES}/, so DVC tracks it by its path only: after changing "
+              f"its weights run `dvc repro -f base`, or keep it in {paths.MODEL_SOURCES}/ (a dependency of base)")
     return (str(Path(spec).expanduser()) if local else spec), local
 
 
