@@ -166,7 +166,8 @@ class Decode(Strict):
     compute_type: CT2_COMPUTE_TYPES = "default"  # ctranslate2 only: the stored (and computed) type; default = float16 (float32 on a CPU)
     batch_size: Annotated[int, Field(gt=0)] = 16
     num_beams: Annotated[int, Field(gt=0)] = 1
-    # repetition guard: at most this many tokens per second of audio (+8), and no repeated n-grams of this size (0 = off)
+    # repetition guard: at most this many new tokens per second of the batch's longest clip (+8),
+    # and no repeated n-grams of this size (0 = off)
     max_tokens_per_second: Annotated[float, Field(gt=0)] = 8.0
     no_repeat_ngram_size: Annotated[int, Field(ge=0)] = 0
 
