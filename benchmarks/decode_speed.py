@@ -135,7 +135,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from asrtune.ctranslate2_engine import convert
+    from asrtune.ctranslate2_engine import convert, stored_type
     from asrtune.stages.decode import decode_all, transcriber
 
     transformers.logging.set_verbosity_error()
@@ -151,9 +151,8 @@ def main() -> None:
         audio = {e.key: sf.read(e.audio, dtype="float32")[0] for e in items}
         seconds = sum(len(a) for a in audio.values()) / 16000
         ct2 = {name: tmp / "ct2" / name for name in ("base", "merged")}
-        stored = "float16" if p.decode.compute_type == "default" else p.decode.compute_type  # as our convert stage stores it
         for name, src in (("base", base), ("merged", merged)):
-            convert(src, ct2[name], stored)
+            convert(src, ct2[name], stored_type(p.decode.compute_type))  # as our convert stage stores it
         fw_dir = ct2["base"] if args.quick else wheel_as_ct2_dir(tmp / "wheel", base)
         engine = {e: p.model_copy(update={"decode": p.decode.model_copy(update={"engine": e})})
                   for e in ("transformers", "ctranslate2")}

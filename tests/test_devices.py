@@ -114,3 +114,42 @@ def test_two_processes_train_as_one_with_the_same_global_batch_and_resume(data_r
     for k in a:  # tolerance: the two processes sum the same gradients in another order
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
     assert not list(checkpoints.glob("*/checkpoint-*"))
+
+
+def test_a_gpu_that_only_emulates_bf16_gets_fp16_or_fp32(monkeypatch):
+    """T4 and V100 have no bf16 units, though torch emulates it (is_bf16_supported() says True there
+    by default): auto must still pick fp16 for whisper and fp32 for an LLM."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert precision.resolve("auto", WHISPER) == "fp16"
+    assert precision.resolve("auto", LLM, say=lambda line: None) == "fp32"
+
+
+def test_two_runs_of_the_same_training_take_turns(tmp_path):
+    """The second waits for the first to let go of the checkpoint folder (then goes on)."""
+    import sys
+
+    from asrtune import cache
+
+    folder = tmp_path / "checkpoints/finetune-s1-0123"
+    held = cache.lock(folder)
+    code = f"from pathlib import Path; from asrtune import cache; cache.lock(Path({str(folder)!r})); print('got it')"
+    second = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        second.wait(timeout=3)
+        raise AssertionError("the second run did not wait")
+    except subprocess.TimeoutExpired:
+        pass
+    held.close()
+    out = second.communicate(timeout=30)[0]
+    assert "waiting for it to end" in out and out.strip().endswith("got it")
+
+
+def test_the_curves_survive_dvc_between_runs_so_a_resumed_run_continues_them():
+    """DVC deletes a stage's outputs before it runs, unless they persist: the curves must."""
+    import yaml
+    from conftest import REPO
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["finetune"]["do"]
+    curves = [entry for kind in ("outs", "metrics", "plots") for entry in stage[kind] if isinstance(entry, dict)]
+    assert len(curves) == 3 and all(next(iter(entry.values()))["persist"] for entry in curves)

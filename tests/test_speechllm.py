@@ -280,3 +280,16 @@ def test_bf16_trains_and_decodes_on_cpu(sllm_data, tiny_whisper_dir, tiny_llm_di
     in_process(repo, merge)
     assert "bfloat16" in in_process(repo, decode, "merged", "medical")
     assert (repo / "data/decode/merged/medical.tsv").read_text().count("\n") > 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(sllm_data):
+    from conftest import first_step
+
+    plain, plain_loss, plain_recomputed = first_step(sllm_data, "speechllm", 8, 1, freeze=(True, False, False), n=8)
+    checkpointed, checkpointed_loss, recomputed = first_step(sllm_data, "speechllm", 8, 1, freeze=(True, False, False), n=8,
+                                                             gradient_checkpointing=True)
+    assert recomputed and not plain_recomputed
+    assert plain.keys() == checkpointed.keys() and any(k.startswith("llm.") for k in plain)
+    for k in plain:
+        assert torch.allclose(plain[k], checkpointed[k], rtol=1e-5, atol=1e-8), k
+    assert plain_loss == pytest.approx(checkpointed_loss, rel=1e-6)

@@ -365,6 +365,8 @@ def test_save_steps_checkpoints_and_evaluates_within_an_epoch_and_no_timings_are
     curves = repo / "plots/finetune/s1"
     evaluated = [int(line.split("\t")[0]) for line in (curves / "plots/metrics/eval/loss.tsv").read_text().splitlines()[1:]]
     assert summary["steps"] > 1 and evaluated == list(range(1, summary["steps"] + 1))  # one epoch, a val loss every step
+    epochs = [line.split("\t")[0] for line in (curves / "plots/metrics/epoch.tsv").read_text().splitlines()[1:]]
+    assert len(epochs) == len(set(epochs)) == summary["steps"]  # one point per step, not one per log line
     tracked = [f.name for f in curves.rglob("*")] + list(json.loads((curves / "metrics.json").read_text()).get("eval", {}))
     assert not [n for n in tracked if "runtime" in n or "per_second" in n]  # they differ run to run: printed, not tracked
 

@@ -12,6 +12,22 @@ import typer
 from asrtune import paths
 
 
+def lock(folder: Path, say=print):
+    """Hold `folder` (a run's checkpoints) for this process's lifetime. Two runs of the very same
+    training (dvc queue workers, say) get the same folder: the second waits for the first, instead
+    of both writing, resuming from and deleting the same checkpoints. Returns the open lock file."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    held = open(folder.with_suffix(".lock"), "w")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say(f"note: another run of this very training holds {folder}; waiting for it to end")
+        fcntl.flock(held, fcntl.LOCK_EX)
+    return held
+
+
 def size_of(folder: Path) -> tuple[int, int, float]:
     """(files, bytes, newest modification time) under a folder."""
     files = [f for f in folder.rglob("*") if f.is_file()]

@@ -15,9 +15,14 @@ import numpy as np
 from asrtune.errors import UserError
 from asrtune.families import max_new_tokens, whisper_prompt
 
-# weights stored in float16, as faster-whisper's published models are (half the size of float32);
-# decode.compute_type picks what they compute in (CTranslate2's "default" on a CPU is float32)
+# by default weights are stored in float16, as faster-whisper's published models are (half the size of
+# float32; CTranslate2 computes them as float32 on a CPU); decode.compute_type stores them in another type
 QUANTIZATION = "float16"
+
+
+def stored_type(compute_type: str) -> str:
+    """decode.compute_type -> the type the convert stage stores the weights in (and decode computes in)."""
+    return QUANTIZATION if compute_type == "default" else compute_type
 # CTranslate2's Whisper generates at most max_length / 2 new tokens (OpenAI's sample_len = n_text_ctx // 2),
 # so max_length is twice the repetition guard's budget, and at most Whisper's 448 positions
 MAX_LENGTH = 448

@@ -36,6 +36,17 @@ def devices(requested: int | str) -> int:
     return requested
 
 
+def total(count: int, device) -> int:
+    """The sum of `count` over the processes (each process's own count without DDP); a barrier too."""
+    import torch
+
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return count
+    summed = torch.tensor([count], device=device)
+    torch.distributed.all_reduce(summed)
+    return int(summed.item())
+
+
 def relaunch(n: int, argv: list[str]) -> int:
     """Run `asrtune <argv>` as n torchrun processes on this machine; returns their exit status."""
     env = dict(os.environ)

@@ -40,10 +40,11 @@ class EncoderCache:
             self._names[audio] = self.dir / f"{audio_digest(audio)}.npy"
         return self._names[audio]
 
-    def fill(self, audio_paths: list[str], encode, batch_size: int) -> int:
+    def fill(self, audio_paths: list[str], encode, batch_size: int, rank: int = 0, world: int = 1) -> int:
         """Compute what is missing (`encode`: list of waveforms -> one tensor per clip); returns how
-        many clips were encoded now."""
-        missing = sorted({a for a in audio_paths if not self.path(a).is_file()})
+        many clips this process encoded. Several processes (DDP) share the work: process `rank` of
+        `world` takes every world-th clip of the sorted list, so no two write the same file."""
+        missing = [a for a in sorted(set(audio_paths))[rank::world] if not self.path(a).is_file()]
         self.dir.mkdir(parents=True, exist_ok=True)
         for start in tqdm(range(0, len(missing), batch_size), desc="encoder cache", unit="batch", mininterval=2.0, disable=not missing):
             chunk = missing[start : start + batch_size]

@@ -16,7 +16,7 @@ def resolve(requested: str, fam, gpu: bool | None = None, gpu_bf16: bool | None 
         import torch
 
         gpu = torch.cuda.is_available()
-        gpu_bf16 = gpu and torch.cuda.is_bf16_supported()
+        gpu_bf16 = gpu and torch.cuda.is_bf16_supported(including_emulation=False)  # T4/V100 only emulate it
     if requested == "auto":
         if not gpu:
             return "fp32"

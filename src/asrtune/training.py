@@ -142,7 +142,10 @@ class Curves(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.live.step = state.global_step
-        for key, value in (logs or {}).items():
+        logs = dict(logs or {})
+        if "loss" not in logs:  # evaluation and end-of-training logs repeat the step's epoch
+            logs.pop("epoch", None)
+        for key, value in logs.items():
             name = key.replace("eval_", "eval/", 1).replace("train_", "train/", 1)
             if isinstance(value, (int, float)) and not name.endswith(TIMINGS):
                 self.live.log_metric(name, value)

@@ -36,7 +36,7 @@ def run(model: str) -> None:
     source = paths.model_dir(model)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
-    stored = ct2_engine.QUANTIZATION if p.decode.compute_type == "default" else p.decode.compute_type
+    stored = ct2_engine.stored_type(p.decode.compute_type)
     ct2_engine.convert(source, out, stored)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"convert {model}: {source} -> {out} (CTranslate2, {stored} weights, {size:.0f} MiB)")

@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from asrtune import chatml, checkpoint, distributed, families, params, paths, precision
+from asrtune import cache, chatml, checkpoint, distributed, families, params, paths, precision
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
@@ -37,7 +37,7 @@ def check_flags(p: params.Params, stage: str, say=print) -> bool:
 
 # the code a finetune stage trains with (dvc.yaml lists the same files as its dependencies)
 CODE = ("stages/finetune.py", "training.py", "encoder_cache.py", "checkpoint.py", "families/__init__.py", "chatml.py",
-        "precision.py", "distributed.py")
+        "precision.py", "distributed.py", "cache.py")
 
 
 def code_files(family: str) -> list[Path]:
@@ -86,6 +86,8 @@ def run(stage: str) -> None:
         raise UserError(f"train.stages.{stage}.init: {init} not found (run `dvc repro` for the stage that writes it)")
     fam = families.get(p.model.family)
     chosen = precision.resolve(p.model.precision, fam, say=say)
+    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
+    held = None if distributed.launched() else cache.lock(ckpt_dir, say=print)  # the launcher holds it for its ranks
     if relaunch:
         print(f"finetune {stage}: {n_devices} processes under torchrun (DDP), global batch "
               f"{t.batch_size} x {t.grad_accum} x {n_devices} = {t.batch_size * t.grad_accum * n_devices}")
@@ -103,7 +105,6 @@ def run(stage: str) -> None:
     from asrtune.encoder_cache import EncoderCache, weights_digest
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
-    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
     args = training.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
     transformers.set_seed(t.seed)
     model = checkpoint.load(init, p.model.family)
@@ -131,17 +132,19 @@ def run(stage: str) -> None:
         say(f"finetune {stage}: {len(too_long)} utterances rejected before training (listed in {out / 'summary.json'}):")
         for key, reason in list(too_long.items())[:10]:
             say(f"  {key}: {reason}")
-    cache = None
+    encoded = None  # the encoder cache, when the encoder is frozen
     model.to(args.device)  # this process's own device (cuda:<local rank>), before the encoder cache fills
     if freeze_encoder and t.cache_encoder:
         enc = fam.encoder(model)
         features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
-        cache = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
-        with args.main_process_first(desc="encoder cache"):  # rank 0 fills it; the others then find every clip there
-            new = cache.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size)
-        say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {cache.dir}")
+        encoded = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
+        # each process encodes its share of the missing clips (no file written twice), then all wait for all
+        new = encoded.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size,
+                         args.process_index, args.world_size)
+        new = distributed.total(new, args.device)
+        say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {encoded.dir}")
 
-    datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), cache) for ex in (train_ex, val_ex)]
+    datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded) for ex in (train_ex, val_ex)]
     resume = training.last_checkpoint(ckpt_dir)
     callbacks = [timer := training.StepTimer()]
     if main:
@@ -173,6 +176,8 @@ def run(stage: str) -> None:
                "best_val_loss": best, "train_loss": result.training_loss, "rejected": too_long}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
+    if held:
+        held.close()
     steps_run = trainer.state.global_step - resumed_from
     steady = f", {timer.seconds_per_step:.2f} s per training step alone" if timer.seconds_per_step else ""
     print(f"finetune {stage}: {steps_run} steps in {wall:.1f} s with evaluation and saves ({wall / max(steps_run, 1):.2f} s/step"
