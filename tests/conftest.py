@@ -265,3 +265,15 @@ def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze
         return grab.grads, trainer.state.log_history[0]["loss"], grab.checkpointing
     finally:
         os.chdir(cwd)
+
+
+def assert_same_step(first, second, *parts: str) -> None:
+    """Two first_step results: gradients on the same tensors (some in each of `parts`), equal to
+    rtol 1e-5, and the same logged loss."""
+    import torch
+
+    (grads, loss, _), (other, other_loss, _) = first, second
+    assert grads.keys() == other.keys() and all(any(k.startswith(part) for k in grads) for part in parts)
+    for k in grads:
+        assert torch.allclose(other[k], grads[k], rtol=1e-5, atol=1e-8), k
+    assert other_loss == pytest.approx(loss, rel=1e-5)

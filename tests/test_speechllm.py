@@ -252,14 +252,10 @@ def test_encoder_cache_gives_the_same_training_as_recomputing(lora_run, tiny_whi
 
 
 def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(sllm_data):
-    from conftest import first_step
+    from conftest import assert_same_step, first_step
 
-    big, big_loss, _ = first_step(sllm_data, "speechllm", 16, 1, freeze=(True, False, False))
-    accumulated, accumulated_loss, _ = first_step(sllm_data, "speechllm", 8, 2, freeze=(True, False, False))
-    assert big.keys() == accumulated.keys() and any(k.startswith("adaptor.") for k in big) and any(k.startswith("llm.") for k in big)
-    for k in big:
-        assert torch.allclose(accumulated[k], big[k], rtol=1e-5, atol=1e-8), k
-    assert accumulated_loss == pytest.approx(big_loss, rel=1e-5)
+    assert_same_step(first_step(sllm_data, "speechllm", 16, 1, freeze=(True, False, False)),
+                     first_step(sllm_data, "speechllm", 8, 2, freeze=(True, False, False)), "adaptor.", "llm.")
 
 
 def test_bf16_trains_and_decodes_on_cpu(sllm_data, tiny_whisper_dir, tiny_llm_dir, tmp_path):
@@ -283,13 +279,9 @@ def test_bf16_trains_and_decodes_on_cpu(sllm_data, tiny_whisper_dir, tiny_llm_di
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(sllm_data):
-    from conftest import first_step
+    from conftest import assert_same_step, first_step
 
-    plain, plain_loss, plain_recomputed = first_step(sllm_data, "speechllm", 8, 1, freeze=(True, False, False), n=8)
-    checkpointed, checkpointed_loss, recomputed = first_step(sllm_data, "speechllm", 8, 1, freeze=(True, False, False), n=8,
-                                                             gradient_checkpointing=True)
-    assert recomputed and not plain_recomputed
-    assert plain.keys() == checkpointed.keys() and any(k.startswith("llm.") for k in plain)
-    for k in plain:
-        assert torch.allclose(plain[k], checkpointed[k], rtol=1e-5, atol=1e-8), k
-    assert plain_loss == pytest.approx(checkpointed_loss, rel=1e-6)
+    plain = first_step(sllm_data, "speechllm", 8, 1, freeze=(True, False, False), n=8)
+    checkpointed = first_step(sllm_data, "speechllm", 8, 1, freeze=(True, False, False), n=8, gradient_checkpointing=True)
+    assert checkpointed[2] and not plain[2]  # the layers did recompute their activations
+    assert_same_step(plain, checkpointed, "adaptor.", "llm.")

@@ -260,14 +260,10 @@ def test_model_language_changes_what_is_learned(language_runs):
 
 
 def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(data_repo):
-    from conftest import first_step
+    from conftest import assert_same_step, first_step
 
-    big, big_loss, _ = first_step(data_repo, "whisper", 16, 1, freeze=(True, True, False))
-    accumulated, accumulated_loss, _ = first_step(data_repo, "whisper", 8, 2, freeze=(True, True, False))
-    assert big.keys() == accumulated.keys() and big
-    for k in big:
-        assert torch.allclose(accumulated[k], big[k], rtol=1e-5, atol=1e-8), k
-    assert accumulated_loss == pytest.approx(big_loss, rel=1e-5)
+    assert_same_step(first_step(data_repo, "whisper", 16, 1, freeze=(True, True, False)),
+                     first_step(data_repo, "whisper", 8, 2, freeze=(True, True, False)), "model.decoder.")
 
 
 def test_bf16_trains_and_decodes_on_cpu(data_repo, tiny_whisper_dir, tmp_path):
@@ -324,16 +320,12 @@ def test_the_resume_fingerprint_covers_the_code(data_repo, tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(data_repo):
-    from conftest import first_step
+    from conftest import assert_same_step, first_step
 
-    plain, plain_loss, plain_recomputed = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8)
-    checkpointed, checkpointed_loss, recomputed = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8,
-                                                             gradient_checkpointing=True)
-    assert recomputed and not plain_recomputed
-    assert plain.keys() == checkpointed.keys() and any(k.startswith("model.encoder.") for k in plain)
-    for k in plain:
-        assert torch.allclose(plain[k], checkpointed[k], rtol=1e-5, atol=1e-8), k
-    assert plain_loss == pytest.approx(checkpointed_loss, rel=1e-6)
+    plain = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8)
+    checkpointed = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8, gradient_checkpointing=True)
+    assert checkpointed[2] and not plain[2]  # the layers did recompute their activations
+    assert_same_step(plain, checkpointed, "model.encoder.", "model.decoder.")
 
 
 def test_transcripts_longer_than_the_decoder_are_rejected_before_training(repo, tiny_whisper_dir):
