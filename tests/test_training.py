@@ -398,3 +398,28 @@ def test_curves_of_a_run_killed_mid_write_are_trimmed_to_the_resumed_step(tmp_pa
     assert (live / "plots/metrics/loss.tsv").read_text() == "step\tloss\n1\t3.0\n2\t2.5\n"
     assert (live / "plots/metrics/eval/loss.tsv").read_text() == "step\tloss\n2\t2.6\n"
     assert not (live / "plots/metrics/epoch.tsv").exists()
+
+
+def test_a_failed_run_lets_go_of_its_checkpoint_folder(repo, tiny_whisper_dir):
+    """An error after the lock is taken (here: no val utterance fits the decoder) must release it,
+    or the next run of the same training in this process (or a queue worker) would wait forever."""
+    import fcntl
+
+    from conftest import in_process
+
+    from asrtune.errors import UserError
+    from asrtune.stages import finetune as stage
+
+    val = repo / "data/mix/s1/val.jsonl"
+    records = [json.loads(line) for line in val.read_text(encoding="utf-8").splitlines()]
+    for r in records:
+        r["messages"][2]["content"] = "长" * 500
+    val.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    params_for(repo, tiny_whisper_dir)
+    with pytest.raises(UserError, match="no utterance fits the model") as failed:
+        in_process(repo, stage, "s1")
+    assert failed.value  # the traceback (and the failed run's frames) are still alive here
+    locks = list((repo / ".cache/asrtune/checkpoints").glob("*.lock"))
+    assert len(locks) == 1
+    with open(locks[0], "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: raises BlockingIOError while still held

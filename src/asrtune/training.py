@@ -146,7 +146,7 @@ class Curves(TrainerCallback):
         if "loss" not in logs:  # evaluation and end-of-training logs repeat the step's epoch
             logs.pop("epoch", None)
         for key, value in logs.items():
-            name = key.replace("eval_", "eval/", 1).replace("train_", "train/", 1)
+            name = next((f"{p}/{key[len(p) + 1:]}" for p in ("eval", "train") if key.startswith(p + "_")), key)
             if isinstance(value, (int, float)) and not name.endswith(TIMINGS):
                 self.live.log_metric(name, value)
         self.live.next_step()

@@ -9,6 +9,7 @@ library versions). train.devices > 1 relaunches the stage under torchrun; rank 0
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -87,98 +88,98 @@ def run(stage: str) -> None:
     fam = families.get(p.model.family)
     chosen = precision.resolve(p.model.precision, fam, say=say)
     ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
-    held = None if distributed.launched() else cache.lock(ckpt_dir, say=print)  # the launcher holds it for its ranks
-    if relaunch:
-        print(f"finetune {stage}: {n_devices} processes under torchrun (DDP), global batch "
-              f"{t.batch_size} x {t.grad_accum} x {n_devices} = {t.batch_size * t.grad_accum * n_devices}")
-        status = distributed.relaunch(n_devices, ["finetune", stage])
-        if status:
-            raise UserError(f"finetune {stage}: a torchrun process failed (exit status {status}; its message is above)")
-        return
+    # the launcher (or the single process) holds the run's checkpoint folder; released however the run ends
+    held = contextlib.nullcontext() if distributed.launched() else cache.lock(ckpt_dir, say=print)
+    with held:
+        if relaunch:
+            print(f"finetune {stage}: {n_devices} processes under torchrun (DDP), global batch "
+                  f"{t.batch_size} x {t.grad_accum} x {n_devices} = {t.batch_size * t.grad_accum * n_devices}")
+            status = distributed.relaunch(n_devices, ["finetune", stage])
+            if status:
+                raise UserError(f"finetune {stage}: a torchrun process failed (exit status {status}; its message is above)")
+            return
 
-    import warnings
+        import warnings
 
-    import torch
-    import transformers
+        import torch
+        import transformers
 
-    from asrtune import training
-    from asrtune.encoder_cache import EncoderCache, weights_digest
+        from asrtune import training
+        from asrtune.encoder_cache import EncoderCache, weights_digest
 
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
-    args = training.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
-    transformers.set_seed(t.seed)
-    model = checkpoint.load(init, p.model.family)
-    processor = fam.load_processor(checkpoint.root_of(init))
-    fam.freeze(model, freeze_encoder, freeze_adaptor, freeze_llm)
-    if use_lora:
-        from peft import get_peft_model
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
+        args = training.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
+        transformers.set_seed(t.seed)
+        model = checkpoint.load(init, p.model.family)
+        processor = fam.load_processor(checkpoint.root_of(init))
+        fam.freeze(model, freeze_encoder, freeze_adaptor, freeze_llm)
+        if use_lora:
+            from peft import get_peft_model
 
-        model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
-                                                      train_encoder=not freeze_encoder, train_adaptor=not freeze_adaptor,
-                                                      model=model))
-    families.keep_fixed(model)
-    unwrapped = model.get_base_model() if use_lora else model
-    trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
-    total = sum(x.numel() for x in model.parameters())
+            model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
+                                                          train_encoder=not freeze_encoder, train_adaptor=not freeze_adaptor,
+                                                          model=model))
+        families.keep_fixed(model)
+        unwrapped = model.get_base_model() if use_lora else model
+        trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+        total = sum(x.numel() for x in model.parameters())
 
-    make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
-    (train_ex, too_long_train), (val_ex, too_long_val) = (
-        training.split_too_long(chatml.examples(read_jsonl(f)), make_item, fam.max_positions(unwrapped)) for f in data)
-    too_long = {**too_long_train, **too_long_val}
-    for name, kept in (("train", train_ex), ("val", val_ex)):
-        if not kept:
-            raise UserError(f"{paths.mix_dir(stage) / name}.jsonl: no utterance fits the model ({len(too_long)} too long)")
-    if too_long:
-        say(f"finetune {stage}: {len(too_long)} utterances rejected before training (listed in {out / 'summary.json'}):")
-        for key, reason in list(too_long.items())[:10]:
-            say(f"  {key}: {reason}")
-    encoded = None  # the encoder cache, when the encoder is frozen
-    model.to(args.device)  # this process's own device (cuda:<local rank>), before the encoder cache fills
-    if freeze_encoder and t.cache_encoder:
-        enc = fam.encoder(model)
-        features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
-        encoded = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
-        # each process encodes its share of the missing clips (no file written twice), then all wait for all
-        new = encoded.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size,
-                         args.process_index, args.world_size)
-        new = distributed.total(new, args.device)
-        say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {encoded.dir}")
+        make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
+        (train_ex, too_long_train), (val_ex, too_long_val) = (
+            training.split_too_long(chatml.examples(read_jsonl(f)), make_item, fam.max_positions(unwrapped)) for f in data)
+        too_long = {**too_long_train, **too_long_val}
+        for name, kept in (("train", train_ex), ("val", val_ex)):
+            if not kept:
+                raise UserError(f"{paths.mix_dir(stage) / name}.jsonl: no utterance fits the model ({len(too_long)} too long)")
+        if too_long:
+            say(f"finetune {stage}: {len(too_long)} utterances rejected before training (listed in {out / 'summary.json'}):")
+            for key, reason in list(too_long.items())[:10]:
+                say(f"  {key}: {reason}")
+        encoded = None  # the encoder cache, when the encoder is frozen
+        model.to(args.device)  # this process's own device (cuda:<local rank>), before the encoder cache fills
+        if freeze_encoder and t.cache_encoder:
+            enc = fam.encoder(model)
+            features_config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
+            encoded = EncoderCache(paths.cache_dir() / "encoder", weights_digest(enc, features_config), t.cache_dtype)
+            # each process encodes its share of the missing clips (no file written twice), then all wait for all
+            new = encoded.fill([e.audio for e in train_ex + val_ex], lambda audio: fam.encode(model, processor, audio), t.batch_size,
+                             args.process_index, args.world_size)
+            new = distributed.total(new, args.device)
+            say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {encoded.dir}")
 
-    datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded) for ex in (train_ex, val_ex)]
-    resume = training.last_checkpoint(ckpt_dir)
-    callbacks = [timer := training.StepTimer()]
-    if main:
-        callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
-    trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                                     data_collator=fam.collate, callbacks=callbacks, family_loss=fam.loss)
-    world = args.world_size
-    device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
-    if torch.cuda.device_count() > world:
-        say(f"note: {torch.cuda.device_count()} GPUs visible, training uses {world} (train.devices: auto uses all)")
-    say(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
-        f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
-        f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}, {chosen}"
-        + (f"; resuming from {resume.name}" if resume else ""))
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall = time.perf_counter() - start
-    trainer.accelerator.wait_for_everyone()  # every rank is done with the checkpoints before rank 0 removes them
-    if not main:
-        return
+        datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded) for ex in (train_ex, val_ex)]
+        resume = training.last_checkpoint(ckpt_dir)
+        callbacks = [timer := training.StepTimer()]
+        if main:
+            callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
+        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
+                                         data_collator=fam.collate, callbacks=callbacks, family_loss=fam.loss)
+        world = args.world_size
+        device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
+        if torch.cuda.device_count() > world:
+            say(f"note: {torch.cuda.device_count()} GPUs visible, training uses {world} (train.devices: auto uses all)")
+        say(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
+            f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
+            f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}, {chosen}"
+            + (f"; resuming from {resume.name}" if resume else ""))
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        wall = time.perf_counter() - start
+        trainer.accelerator.wait_for_everyone()  # every rank is done with the checkpoints before rank 0 removes them
+        if not main:
+            return
 
-    shutil.rmtree(out, ignore_errors=True)
-    checkpoint.save(trainer.model, out, init, p.model.family, use_lora)
-    best = trainer.state.best_metric
-    resumed_from = training.checkpoint_step(resume) if resume else 0
-    # no timings in the stage output: the same params and data give the same bytes (timings are printed below)
-    summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
-               "steps": trainer.state.global_step, "resumed_from_step": resumed_from,
-               "best_val_loss": best, "train_loss": result.training_loss, "rejected": too_long}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
-    if held:
-        held.close()
-    steps_run = trainer.state.global_step - resumed_from
-    steady = f", {timer.seconds_per_step:.2f} s per training step alone" if timer.seconds_per_step else ""
-    print(f"finetune {stage}: {steps_run} steps in {wall:.1f} s with evaluation and saves ({wall / max(steps_run, 1):.2f} s/step"
-          f"{steady}), best val loss {best:.4f} -> {out}")
+        shutil.rmtree(out, ignore_errors=True)
+        checkpoint.save(trainer.model, out, init, p.model.family, use_lora)
+        best = trainer.state.best_metric
+        resumed_from = training.checkpoint_step(resume) if resume else 0
+        # no timings in the stage output: the same params and data give the same bytes (timings are printed below)
+        summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
+                   "steps": trainer.state.global_step, "resumed_from_step": resumed_from,
+                   "best_val_loss": best, "train_loss": result.training_loss, "rejected": too_long}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the stage output holds the best model now
+        steps_run = trainer.state.global_step - resumed_from
+        steady = f", {timer.seconds_per_step:.2f} s per training step alone" if timer.seconds_per_step else ""
+        print(f"finetune {stage}: {steps_run} steps in {wall:.1f} s with evaluation and saves ({wall / max(steps_run, 1):.2f} s/step"
+              f"{steady}), best val loss {best:.4f} -> {out}")
