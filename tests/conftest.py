@@ -83,41 +83,28 @@ def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
     return write_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"), whisper_tokenizer)
 
 
-CHATML_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+@pytest.fixture(scope="session")
+def tiny_qwen_tokenizer():
+    """A small byte-level BPE with the Qwen3 special tokens the audio LLMs use, trained on the demo's sentences."""
+    from asrtune.tiny import demo_texts, tiny_qwen_tokenizer
+
+    return tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
 
 
 @pytest.fixture(scope="session")
-def tiny_llm_dir(tmp_path_factory) -> Path:
-    """A tiny random Qwen3 (hidden 32, 2 layers, tied embeddings) with a small byte-level BPE
-    tokenizer trained on the demo's sentences, ChatML tokens included: what Qwen3-0.6B is, in small."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+def tiny_fun_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
+    """A tiny random Fun-ASR-Nano (transformers' FunAsrNanoForConditionalGeneration) with the real feature extractor."""
+    from asrtune.tiny import write_tiny_fun_asr_nano
 
-    texts = []
-    for topic in ("general", "medical"):
-        spec = yaml.safe_load((REPO / "demo" / f"{topic}.yaml").read_text(encoding="utf-8"))
-        texts += spec["templates"] + [str(v) for values in spec["slots"].values() for v in values]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts + ["system user assistant You are a helpful assistant.", "语音转写："], trainers.BpeTrainer(
-        vocab_size=700, special_tokens=CHATML_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("tiny-qwen3")
-    Qwen3ForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return write_tiny_fun_asr_nano(tmp_path_factory.mktemp("tiny-fun-asr-nano"), tiny_qwen_tokenizer)
 
 
-def speechllm_overrides(tiny_llm_dir: Path) -> dict:
-    """params for the speechllm family on the tiny LLM, with a tiny adaptor (k=4, one block)."""
-    return {"model.family": "speechllm", "model.llm": str(tiny_llm_dir),
-            "model.adaptor": {"stride": 4, "hidden": 64, "layers": 1, "heads": 2, "ffn": 32, "seed": 0}}
+@pytest.fixture(scope="session")
+def tiny_qwen3_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
+    """A tiny random Qwen3-ASR (transformers' Qwen3ASRForConditionalGeneration) with the real feature extractor."""
+    from asrtune.tiny import write_tiny_qwen3_asr
+
+    return write_tiny_qwen3_asr(tmp_path_factory.mktemp("tiny-qwen3-asr"), tiny_qwen_tokenizer)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -228,7 +215,7 @@ def in_process(repo: Path, stage_module, *args) -> str:
     return out.getvalue()
 
 
-def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze: tuple[bool, bool, bool], n: int = 16, **train):
+def first_step(repo: Path, batch_size: int, grad_accum: int, freeze: tuple[bool, bool, bool], n: int = 16, **train):
     """One optimizer step of the Trainer as the finetune stage sets it up, on the first `n` examples
     of data/mix/s1 (train, then val; raw features, no LoRA, clipping off): (gradients, logged loss,
     whether layers recomputed their activations)."""
@@ -247,9 +234,9 @@ def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze
     os.chdir(repo)  # audio paths in the data are repository-relative
     try:
         p = params.load()
-        fam = families.get(family)
+        fam = families.get(checkpoint.family_of(Path("models/base")))
         torch.manual_seed(0)
-        model = checkpoint.load(Path("models/base"), family)
+        model = checkpoint.load(Path("models/base"))
         processor = fam.load_processor(Path("models/base"))
         fam.freeze(model, *freeze)
         items = [ex for split in ("train", "val") for ex in chatml.examples(read_jsonl(Path(f"data/mix/s1/{split}.jsonl")))][:n]
@@ -259,7 +246,7 @@ def first_step(repo: Path, family: str, batch_size: int, grad_accum: int, freeze
         args = training.arguments(t, p.train.stages["s1"], repo / ".cache/first-step", "fp32", max_steps=1, max_grad_norm=0.0,
                                   eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
         grab = Gradients()
-        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=dataset, data_collator=fam.collate,
+        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=dataset, data_collator=fam.collator(model, processor),
                                          callbacks=[grab], family_loss=fam.loss)
         trainer.train()
         return grab.grads, trainer.state.log_history[0]["loss"], grab.checkpointing

@@ -262,8 +262,8 @@ def test_model_language_changes_what_is_learned(language_runs):
 def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(data_repo):
     from conftest import assert_same_step, first_step
 
-    assert_same_step(first_step(data_repo, "whisper", 16, 1, freeze=(True, True, False)),
-                     first_step(data_repo, "whisper", 8, 2, freeze=(True, True, False)), "model.decoder.")
+    assert_same_step(first_step(data_repo, 16, 1, freeze=(True, True, False)),
+                     first_step(data_repo, 8, 2, freeze=(True, True, False)), "model.decoder.")
 
 
 def test_bf16_trains_and_decodes_on_cpu(data_repo, tiny_whisper_dir, tmp_path):
@@ -322,8 +322,8 @@ def test_the_resume_fingerprint_covers_the_code(data_repo, tmp_path):
 def test_gradient_checkpointing_gives_the_same_gradients(data_repo):
     from conftest import assert_same_step, first_step
 
-    plain = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8)
-    checkpointed = first_step(data_repo, "whisper", 8, 1, freeze=(False, True, False), n=8, gradient_checkpointing=True)
+    plain = first_step(data_repo, 8, 1, freeze=(False, True, False), n=8)
+    checkpointed = first_step(data_repo, 8, 1, freeze=(False, True, False), n=8, gradient_checkpointing=True)
     assert checkpointed[2] and not plain[2]  # the layers did recompute their activations
     assert_same_step(plain, checkpointed, "model.encoder.", "model.decoder.")
 

@@ -31,18 +31,19 @@ def root_of(path: Path) -> Path:
     return root_of(_init_of(path)) if (path / META).is_file() else path
 
 
-def load(path: Path, family: str):
-    """A plain (merged) model from a base directory or a fine-tuned stage output."""
-    fam = families.get(family)
+def family_of(path: Path) -> str:
+    """The family of a base directory or a fine-tuned stage output (its chain's root decides)."""
     if not path.is_dir():
         raise UserError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
+    return families.of(root_of(path))
+
+
+def load(path: Path):
+    """A plain (merged) model from a base directory or a fine-tuned stage output."""
+    family = family_of(path)
+    fam = families.get(family)
     meta_file = path / META
     if not meta_file.is_file():
-        config = path / "config.json"
-        model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
-        if model_type != fam.MODEL_TYPE:
-            raise UserError(f"{path}: holds a {model_type or 'non-transformers'} model, not the {family} family's "
-                            f"{fam.MODEL_TYPE} (model.family changed? run `dvc repro` so base follows it)")
         return fam.load_plain(path)
     try:
         meta = json.loads(meta_file.read_text())
@@ -50,10 +51,11 @@ def load(path: Path, family: str):
     except (json.JSONDecodeError, KeyError) as e:
         raise UserError(f"{meta_file}: not a stage description ({type(e).__name__}: {e}); rerun its finetune stage") from None
     if made_by != family:
-        raise UserError(f"{path}: trained as model.family={made_by}, but params say {family}")
+        raise UserError(f"{path}: trained as a {made_by} model, but the model it starts from is now a {family} one "
+                        "(model.base changed? run `dvc repro` so every stage follows it)")
     if kind not in ("lora", "partial"):
         raise UserError(f"{meta_file}: unknown kind {kind!r} (an older asrtune's output? rerun its finetune stage)")
-    init = load(_init_of(path), family)
+    init = load(_init_of(path))
     if kind == "partial":
         from safetensors.torch import load_file
 
@@ -70,7 +72,7 @@ def load(path: Path, family: str):
     return PeftModel.from_pretrained(init, path / "adapter").merge_and_unload()
 
 
-def save(model, out: Path, init: Path, family: str, lora: bool) -> None:
+def save(model, out: Path, init: Path, lora: bool) -> None:
     """Write a stage output: the adapter (LoRA) or the trained tensors, plus where it starts from."""
     out.mkdir(parents=True, exist_ok=True)
     if lora:
@@ -80,5 +82,5 @@ def save(model, out: Path, init: Path, family: str, lora: bool) -> None:
 
         trained = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
         save_file(trained, out / TRAINED)
-    meta = {"family": family, "init": Path(os.path.relpath(init, out)).as_posix(), "kind": "lora" if lora else "partial"}
+    meta = {"family": family_of(init), "init": Path(os.path.relpath(init, out)).as_posix(), "kind": "lora" if lora else "partial"}
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")

@@ -30,10 +30,10 @@ MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_confi
 
 
 def check_family(family: str) -> None:
-    """CTranslate2 has a Whisper model, not a speechllm one."""
+    """CTranslate2 has a Whisper model, not the audio LLMs."""
     if family != "whisper":
-        raise UserError(f"decode.engine=ctranslate2: CTranslate2 runs the whisper family only, not model.family="
-                        f"{family} (use decode.engine=transformers)")
+        raise UserError(f"decode.engine=ctranslate2: CTranslate2 runs the whisper family only, and model.base is an "
+                        f"{family} model (use decode.engine=transformers)")
 
 
 def convert(model_dir: Path, out: Path, quantization: str = QUANTIZATION) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from asrtune.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
-WINDOW_SECONDS = 30.0  # Whisper's encoder window: the longest clip either family's encoder hears
+WINDOW_SECONDS = 30.0  # Whisper's encoder window; the audio LLMs are trained by their makers on clips up to about 30 s too
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
 
 
@@ -20,27 +20,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Adaptor(Strict):
-    """speechllm: encoder frames (20 ms) stacked by `stride`, MLP, then `layers` transformer blocks."""
-
-    stride: Annotated[int, Field(gt=0)] = 5
-    hidden: Annotated[int, Field(gt=0)] = 2048
-    layers: Annotated[int, Field(ge=0)] = 2
-    heads: Annotated[int, Field(gt=0)] = 8
-    ffn: Annotated[int, Field(gt=0)] = 256
-    seed: int = 0  # the adaptor starts from seeded random weights
-
-
 class Model(Strict):
-    family: Literal["whisper", "speechllm"] = "whisper"
-    base: str = "offline:whisper-base"  # the Whisper checkpoint: the model (whisper) or its encoder (speechllm)
-    llm: str | None = None  # speechllm: a causal LM directory or hub id (e.g. Qwen/Qwen3-0.6B)
-    adaptor: Adaptor = Adaptor()
-    language: str = "zh"  # whisper: language token used for training and decoding
+    # offline:whisper-base, a local model directory (transformers: whisper, fun_asr_nano, qwen3_asr; or
+    # Fun-ASR's own layout: model.pt + config.yaml + Qwen3-0.6B/), or a hub id. Its config decides the family
+    base: str = "offline:whisper-base"
+    # the transcription language, training and decoding alike: whisper's language token; the audio LLMs'
+    # prompt (Fun-ASR-Nano: 语音转写成中文：; Qwen3-ASR: the forced "language Chinese<asr_text>").
+    # null: Fun-ASR's plain 语音转写： / Qwen3-ASR detects the language (whisper needs one)
+    language: str | None = "zh"
     task: Literal["transcribe", "translate"] = "transcribe"
     # training and decoding alike. auto: bf16 on a GPU that has it; without (T4, V100) whisper fp16,
-    # speechllm fp32; fp32 on a CPU. bf16 on a CPU runs too (slowly): how dtype bugs are caught without a GPU
+    # audio LLMs fp32; fp32 on a CPU. bf16 on a CPU runs too (slowly): how dtype bugs are caught without a GPU
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, raw):
+        for key in ("family", "llm", "adaptor"):
+            if isinstance(raw, dict) and key in raw:
+                raise ValueError(f"model.{key} is gone: the model's own config decides the family (whisper, fun_asr_nano, "
+                                 "qwen3_asr); the home-made speechllm was retired, use a Fun-ASR-Nano or Qwen3-ASR checkpoint as model.base")
+        return raw
 
 
 class Corpus(Strict):
@@ -170,6 +170,9 @@ class Decode(Strict):
     # and no repeated n-grams of this size (0 = off)
     max_tokens_per_second: Annotated[float, Field(gt=0)] = 8.0
     no_repeat_ngram_size: Annotated[int, Field(ge=0)] = 0
+    # audio LLMs: a term list file (one per line) that becomes the prompt's context (Fun-ASR-Nano's
+    # 热词列表, Qwen3-ASR's system context); null = none. Decoding only: training never sees it
+    hotwords: str | None = None
 
 
 class Normalize(Strict):
@@ -196,20 +199,8 @@ class Params(Strict):
             raise ValueError(f"data.min_duration ({self.data.min_duration}) is above data.max_duration "
                              f"({self.data.max_duration}): nothing would be accepted")
         if self.data.max_duration > WINDOW_SECONDS:
-            raise ValueError(f"data.max_duration: {self.data.max_duration} s is above the {WINDOW_SECONDS:g} s that a Whisper encoder "
-                             "(both families) hears: longer clips would be cut silently")
-        return self
-
-    @model_validator(mode="after")
-    def _engine_runs_the_family(self):
-        if self.decode.engine == "ctranslate2" and self.model.family != "whisper":
-            raise ValueError(f"decode.engine: ctranslate2 runs the whisper family only, not model.family={self.model.family}")
-        return self
-
-    @model_validator(mode="after")
-    def _llm_given(self):
-        if self.model.family == "speechllm" and not self.model.llm:
-            raise ValueError("model.llm: the speechllm family needs a causal LM (a local directory or a hub id such as Qwen/Qwen3-0.6B)")
+            raise ValueError(f"data.max_duration: {self.data.max_duration} s is above {WINDOW_SECONDS:g} s: a Whisper encoder would cut "
+                             "longer clips silently, and the audio LLMs loop on them (Fun-ASR cuts audio at 30 s with VAD)")
         return self
 
     @model_validator(mode="after")

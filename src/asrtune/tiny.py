@@ -30,7 +30,7 @@ def write_tiny_whisper(out: Path, tokenizer=None, seed: int = 0) -> Path:
 # Special tokens of the Qwen3 vocabulary that the audio LLMs use (ChatML, Fun-ASR's audio placeholder,
 # Qwen3-ASR's audio span and answer marker): the tiny tokenizer has them too.
 AUDIO_LLM_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|audio_start|>",
-                    "<|audio_end|>", "<|audio_pad|>", "<asr_text>"]
+                    "<|audio_end|>", "<|audio_pad|>"]
 
 # Chat templates written for the tiny models, rendering what the released checkpoints' templates render
 # for a transcription request (a real checkpoint brings its own, and asrtune only ever calls it):
@@ -85,9 +85,11 @@ def tiny_qwen_tokenizer(texts: list[str]):
              "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。上下文信息 热词列表"]
     bpe.train_from_iterator(texts + extra, trainers.BpeTrainer(
         vocab_size=800, special_tokens=AUDIO_LLM_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left",
         extra_special_tokens={"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"})
+    tokenizer.add_tokens(["<asr_text>"])  # one token, but not a special one: decoding keeps it (Qwen3-ASR's parser splits on it)
+    return tokenizer
 
 
 def demo_texts(demo_dir: Path) -> list[str]:

@@ -1,15 +1,18 @@
 """Model families behind one interface: load (a base dir or a fine-tuned chain), name components,
 freeze, add LoRA, make training inputs, encode, transcribe. `whisper` (encoder-decoder) and
-`speechllm` (Fun-ASR-Nano's encoder + adaptor + causal LM)."""
+`audiollm` (transformers' speech LLMs: Fun-ASR-Nano, Qwen3-ASR). The family of a model directory
+is read from its config's model_type: models/base decides, params do not repeat it."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 
 from asrtune.errors import UserError
 
-NAMES = ("whisper", "speechllm")
+NAMES = ("whisper", "audiollm")
 
 
 def get(name: str):
@@ -17,20 +20,45 @@ def get(name: str):
         from asrtune.families import whisper
 
         return whisper
-    if name == "speechllm":
-        from asrtune.families import speechllm
+    if name == "audiollm":
+        from asrtune.families import audiollm
 
-        return speechllm
-    raise UserError(f"model.family: unknown family {name!r} (allowed: {', '.join(NAMES)})")
+        return audiollm
+    raise UserError(f"unknown model family {name!r} (known: {', '.join(NAMES)})")
+
+
+AUDIOLLM_TYPES = ("fun_asr_nano", "qwen3_asr")  # the audiollm family's architectures (its ARCHS)
+
+
+def name_for(model_type: str | None, where: str) -> str:
+    """The family that runs a model of this config model_type; `where` names it in the error."""
+    if model_type == "whisper":
+        return "whisper"
+    if model_type in AUDIOLLM_TYPES:
+        return "audiollm"
+    raise UserError(f"{where}: a {model_type or 'non-transformers'} model; asrtune fine-tunes whisper, "
+                    f"{', '.join(AUDIOLLM_TYPES)} (and Fun-ASR's own layout: model.pt + config.yaml)")
+
+
+def model_type(model_dir: Path) -> str | None:
+    config = Path(model_dir) / "config.json"
+    return json.loads(config.read_text()).get("model_type") if config.is_file() else None
+
+
+def of(model_dir: Path) -> str:
+    """The family of a plain model directory (e.g. models/base), from its config.json."""
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError(f"{model_dir}: no config.json (run `dvc repro base` first)")
+    return name_for(model_type(model_dir), str(model_dir))
 
 
 def whisper_features(processor, audio):
-    """Log-mel features of 16 kHz waveforms, padded to Whisper's 30 s window (both families' encoder input)."""
+    """Log-mel features of 16 kHz waveforms, padded to Whisper's 30 s window."""
     return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
 
 
 def max_new_tokens(audio, decode) -> int:
-    """The repetition guard both families use: greedy decoding loops on some clips, so new tokens are
+    """The repetition guard every family uses: greedy decoding loops on some clips, so new tokens are
     capped at decode.max_tokens_per_second per second of the batch's longest clip, plus 8."""
     return math.ceil(max(len(a) for a in audio) / 16000 * decode.max_tokens_per_second) + 8
 

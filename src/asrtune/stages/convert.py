@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 
-from asrtune import params, paths
+from asrtune import families, params, paths
 from asrtune.errors import UserError
 
 NOTE = "NOT_CONVERTED.txt"
@@ -32,10 +32,10 @@ def run(model: str) -> None:
         return
     from asrtune import ctranslate2_engine as ct2_engine
 
-    ct2_engine.check_family(p.model.family)
     source = paths.model_dir(model)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
+    ct2_engine.check_family(families.of(source))
     stored = ct2_engine.stored_type(p.decode.compute_type)
     ct2_engine.convert(source, out, stored)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20

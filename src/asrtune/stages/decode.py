@@ -25,16 +25,16 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
     if p.decode.engine == "ctranslate2":
         from asrtune.ctranslate2_engine import Engine, check_family
 
-        check_family(p.model.family)
+        check_family(checkpoint.family_of(model_dir))
         engine = Engine(ct2_dir)  # computes in the type convert stored (decode.compute_type)
         return (lambda batch, audio: engine.transcribe(audio, p)), f"ctranslate2, {engine.device}"
     import torch
     import transformers
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
-    fam = families.get(p.model.family)
+    fam = families.get(checkpoint.family_of(model_dir))
     dtype = precision.torch_dtype(precision.resolve(p.model.precision, fam))  # the precision training used
-    net = checkpoint.load(model_dir, p.model.family).eval().to("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
+    net = checkpoint.load(model_dir).eval().to("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
     processor = fam.load_processor(checkpoint.root_of(model_dir))
     return (lambda batch, audio: fam.transcribe(net, processor, batch, audio, p)), f"transformers, {net.device}, {str(net.dtype).removeprefix('torch.')}"
 
@@ -67,8 +67,7 @@ def run(model: str, corpus: str) -> None:
     try:
         hyps = decode_all(transcribe, items, audio, p.decode.batch_size, f"decode {model} {corpus}")
     except ValueError as e:  # e.g. a generation config without languages, or a language it lacks
-        setting = f"model.language={p.model.language!r}" if p.model.family == "whisper" else f"model.family={p.model.family}"
-        raise UserError(f"{model_dir}: cannot decode with {setting}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{model_dir}: cannot decode with model.language={p.model.language!r}: {str(e).splitlines()[0]}") from None
     wall = time.perf_counter() - start
     out = paths.decode_file(model, corpus)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,15 +21,12 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
 
-def check_flags(p: params.Params, stage: str, say=print) -> bool:
+def check_flags(p: params.Params, stage: str, fam, say=print) -> bool:
     """Validates this stage's freeze flags before any data or model is loaded; returns whether LoRA is used."""
-    t, fam = p.train, families.get(p.model.family)
+    t = p.train
     encoder, adaptor, llm = t.frozen(stage)
     if not fam.HAS_ADAPTOR and not adaptor:
         say(f"note: the {fam.NAME} family has no adaptor; freeze_adaptor=false changes nothing")
-    if fam.HAS_ADAPTOR and all(t.frozen(s)[1] for s in t.stages):  # no stage of this curriculum trains it
-        say(f"warning: the adaptor in {paths.BASE_MODEL} starts from random weights and no curriculum stage trains it "
-            "(freeze_adaptor): the LLM will get no usable audio (set -S train.freeze_adaptor=false)")
     if all([encoder, llm] + ([adaptor] if fam.HAS_ADAPTOR else [])):
         raise UserError(f"train.stages.{stage}: every component is frozen (freeze_encoder, freeze_adaptor, freeze_llm): "
                         "nothing would learn")
@@ -46,7 +43,7 @@ def code_files(family: str) -> list[Path]:
     return [root / f for f in CODE] + sorted((root / "families" / family).rglob("*.py"))
 
 
-def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path, code: list[Path] | None = None) -> str:
+def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path, family: str, code: list[Path] | None = None) -> str:
     """Identifies a run (params, data, init model, our code and the libraries' versions), so only a
     rerun of the very same training resumes its checkpoints."""
     import peft
@@ -56,7 +53,7 @@ def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path, cod
     versions = [torch.__version__, transformers.__version__, peft.__version__]
     h = hashlib.sha256(json.dumps([p.model.model_dump(), p.train.model_dump(exclude={"stages"}),
                                    p.train.stages[stage].model_dump(), versions], sort_keys=True).encode())
-    for f in files + (code if code is not None else code_files(p.model.family)):
+    for f in files + (code if code is not None else code_files(family)):
         h.update(hashlib.sha256(f.read_bytes()).digest())
     for f in sorted(init.rglob("*")):  # contents, not mtimes: the same run gets the same name on every clone
         if f.is_file():
@@ -75,7 +72,6 @@ def run(stage: str) -> None:
     relaunch = n_devices > 1 and not distributed.launched()
     main = distributed.is_main()
     say = print if main and not relaunch else (lambda *args, **kwargs: None)  # rank 0 of the processes that train speaks
-    use_lora = check_flags(p, stage, say)
     t, cfg = p.train, p.train.stages[stage]
     freeze_encoder, freeze_adaptor, freeze_llm = t.frozen(stage)
     init, out, live_dir = Path(cfg.init), paths.finetune_dir(stage), paths.train_plots_dir(stage)
@@ -85,9 +81,11 @@ def run(stage: str) -> None:
             raise UserError(f"{f}: not found (run `dvc repro mix@{stage}` first)")
     if not init.is_dir():
         raise UserError(f"train.stages.{stage}.init: {init} not found (run `dvc repro` for the stage that writes it)")
-    fam = families.get(p.model.family)
+    family = checkpoint.family_of(init)
+    fam = families.get(family)
+    use_lora = check_flags(p, stage, fam, say)
     chosen = precision.resolve(p.model.precision, fam, say=say)
-    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init)}"
+    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init, family)}"
     # the launcher (or the single process) holds the run's checkpoint folder; released however the run ends
     held = contextlib.nullcontext() if distributed.launched() else cache.lock(ckpt_dir, say=print)
     with held:
@@ -110,7 +108,7 @@ def run(stage: str) -> None:
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
         args = training.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
         transformers.set_seed(t.seed)
-        model = checkpoint.load(init, p.model.family)
+        model = checkpoint.load(init)
         processor = fam.load_processor(checkpoint.root_of(init))
         fam.freeze(model, freeze_encoder, freeze_adaptor, freeze_llm)
         if use_lora:
@@ -153,7 +151,7 @@ def run(stage: str) -> None:
         if main:
             callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
         trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                                         data_collator=fam.collate, callbacks=callbacks, family_loss=fam.loss)
+                                         data_collator=fam.collator(unwrapped, processor), callbacks=callbacks, family_loss=fam.loss)
         world = args.world_size
         device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
         if torch.cuda.device_count() > world:
@@ -170,7 +168,7 @@ def run(stage: str) -> None:
             return
 
         shutil.rmtree(out, ignore_errors=True)
-        checkpoint.save(trainer.model, out, init, p.model.family, use_lora)
+        checkpoint.save(trainer.model, out, init, use_lora)
         best = trainer.state.best_metric
         resumed_from = training.checkpoint_step(resume) if resume else 0
         # no timings in the stage output: the same params and data give the same bytes (timings are printed below)

@@ -13,8 +13,8 @@ def run() -> None:
     p = params.load()
     last = list(p.train.stages)[-1]
     source = paths.finetune_dir(last)
-    model = checkpoint.load(source, p.model.family)
-    processor = families.get(p.model.family).load_processor(checkpoint.root_of(source))
+    model = checkpoint.load(source)
+    processor = families.get(checkpoint.family_of(source)).load_processor(checkpoint.root_of(source))
     shutil.rmtree(paths.MERGED_MODEL, ignore_errors=True)
     model.save_pretrained(paths.MERGED_MODEL)
     processor.save_pretrained(paths.MERGED_MODEL)

@@ -16,7 +16,6 @@ from asrtune.families import check_targets, max_new_tokens, whisper_prompt
 from asrtune.families import whisper_features as features
 
 NAME = "whisper"
-MODEL_TYPE = "whisper"  # config.json model_type of a plain model directory
 CACHE_TAG = ""  # the cache holds all 1500 frames per clip
 HAS_ADAPTOR = False
 FP16_OK = True  # trains in fp16 with loss scaling on GPUs without bf16
@@ -103,6 +102,10 @@ def item_maker(model, processor, p):
         return {"decoder_input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
 
     return make
+
+
+def collator(model, processor):
+    return collate
 
 
 def collate(batch: list[dict]) -> dict:

@@ -1,0 +1,320 @@
+"""The `audiollm` family: the speech LLMs transformers ships, loaded and trained through its own
+classes (`AutoModelForSpeechSeq2Seq`, `AutoProcessor`): Fun-ASR-Nano (`fun_asr_nano`) and Qwen3-ASR
+(`qwen3_asr`). Both are `model.audio_tower` + `model.multi_modal_projector` + `model.language_model`
+(+ `lm_head`): the audio tower's outputs, projected, replace the audio placeholder tokens of a chat
+prompt, and the LLM writes the transcript.
+
+The prompt is the checkpoint's own chat template (`processor.apply_transcription_request`), in
+training and decoding alike; the loss covers the transcript and `<|im_end|>` only, chosen by position
+(labels), so left and right padding give the same loss. Another architecture with the same three
+parts is one more entry in ARCHS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import types
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from asrtune.chatml import Example
+from asrtune.errors import UserError
+from asrtune.families import AUDIOLLM_TYPES, check_targets, max_new_tokens
+
+NAME = "audiollm"
+CACHE_TAG = "audio frames only"  # the cache holds the audio tower's frames that hold audio
+HAS_ADAPTOR = True
+FP16_OK = False  # LLMs overflow in fp16 (Fun-ASR's own issue tracker: "!!!!" output): fp32 on GPUs without bf16
+END = "<|im_end|>"
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What differs between the architectures: how hotwords reach the prompt, and where the time axis
+    of the features is (Fun-ASR: (frames, 560) stacked fbank; Qwen3-ASR: (128 mels, frames), padded
+    to a multiple of `time_multiple` frames)."""
+
+    hotwords_as: str  # the apply_transcription_request argument that takes them
+    time_axis: int
+    time_multiple: int = 1
+
+
+ARCHS = {  # one per families.AUDIOLLM_TYPES
+    "fun_asr_nano": Arch(hotwords_as="keywords", time_axis=0),
+    "qwen3_asr": Arch(hotwords_as="prompt", time_axis=1, time_multiple=100),
+}
+
+
+def arch_of(model) -> Arch:
+    return ARCHS[model.config.model_type]
+
+
+def load_plain(path: Path):
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    return AutoModelForSpeechSeq2Seq.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+
+
+def load_processor(path: Path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(path, local_files_only=True)
+
+
+def max_positions(model) -> int:
+    """The LLM's positions: prompt, audio tokens and transcript together."""
+    return model.config.text_config.max_position_embeddings
+
+
+def _unwrap(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+
+
+def encoder(model):
+    return _unwrap(model).model.audio_tower
+
+
+def parts(model) -> dict[str, list[torch.nn.Module]]:
+    """freeze flag -> the modules it names (the LM head is tied to the LLM's embeddings)."""
+    inner = model.model
+    return {"encoder": [inner.audio_tower], "adaptor": [inner.multi_modal_projector], "llm": [inner.language_model, model.lm_head]}
+
+
+def freeze(model, freeze_encoder: bool, freeze_adaptor: bool, freeze_llm: bool) -> None:
+    """A frozen part gets no gradients and stays in eval mode (no dropout) whenever the Trainer puts
+    the model in training mode (Fun-ASR's own trainer lets dropout run in its frozen encoder)."""
+    flags = {"encoder": freeze_encoder, "adaptor": freeze_adaptor, "llm": freeze_llm}
+    frozen = [m for part, modules in parts(model).items() if flags[part] for m in modules]
+    for part, modules in parts(model).items():
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad = not flags[part]
+
+    def train(self, mode: bool = True):
+        type(self).train(self, mode)
+        for module in frozen:
+            module.eval()
+        return self
+
+    model.train = types.MethodType(train, model)  # peft and DDP reach it through Module.train's recursion
+
+
+LAYER = r"^model\.language_model\.layers\.\d+\."  # the LLM's decoder blocks (the audio tower has q/k/v projections too)
+
+
+def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] | None, train_encoder: bool,
+                train_adaptor: bool, model=None):
+    """LoRA on the language model's linear layers only; an unfrozen audio tower or projector trains fully alongside."""
+    from peft import LoraConfig
+
+    targets = target_modules or DEFAULT_LORA_TARGETS
+    if model is not None:
+        check_targets(targets, [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and re.match(LAYER, n)])
+    names = "|".join(re.escape(t) for t in targets)
+    trained = [name for name, on in (("audio_tower", train_encoder), ("multi_modal_projector", train_adaptor)) if on]
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=rf"{LAYER}(?:.*\.)?(?:{names})$",
+                      modules_to_save=trained or None)
+
+
+class Prompt:
+    """The checkpoint's transcription prompt as token ids, its audio placeholder expanded to a clip's
+    number of audio tokens, exactly as the processor expands it for decoding."""
+
+    def __init__(self, processor, language: str | None, hotwords: list[str] | None = None):
+        self.processor, self.tokenizer = processor, processor.tokenizer
+        arch = ARCHS[_model_type(processor)]
+        extra = {arch.hotwords_as: hotwords if arch.hotwords_as == "keywords" else "，".join(hotwords)} if hotwords else {}
+        try:
+            self.text = processor.apply_transcription_request([np.zeros(1, np.float32)], language=language, tokenize=False, **extra)[0]
+        except ValueError as e:  # e.g. a language the checkpoint was not trained with
+            raise UserError(f"model.language={language!r}: {str(e).splitlines()[0]}") from None
+        self.end = self.tokenizer.convert_tokens_to_ids(END)
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end
+        self.ids = lru_cache(maxsize=None)(self._ids)
+
+    def _ids(self, num_samples: int) -> tuple[int, ...]:
+        # the processor itself decides how many audio tokens a clip of this length gets
+        out = self.processor(text=[self.text], audio=[np.zeros(num_samples, np.float32)], return_tensors="pt")
+        return tuple(out["input_ids"][0].tolist())
+
+    def target(self, text: str) -> list[int]:
+        """The transcript as generation produces it (tokenized on its own, after the prompt), then <|im_end|>."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
+
+
+def _model_type(processor) -> str:
+    name = type(processor).__name__
+    for model_type, prefix in (("fun_asr_nano", "FunAsrNano"), ("qwen3_asr", "Qwen3ASR")):
+        if name.startswith(prefix):
+            return model_type
+    raise UserError(f"the audiollm family has no prompt for a {name} (known: {', '.join(AUDIOLLM_TYPES)})")
+
+
+def item_maker(model, processor, p):
+    """example, num_samples -> the text-side training inputs: input_ids = prompt + transcript + <|im_end|>,
+    labels = -100 over the prompt (system, user, audio, assistant header, Qwen3-ASR's forced
+    `language X<asr_text>`), then the transcript and <|im_end|>."""
+    prompt = Prompt(processor, p.model.language)
+
+    def make(ex: Example, num_samples: int) -> dict:
+        head, target = list(prompt.ids(num_samples)), prompt.target(ex.text)
+        return {"input_ids": torch.tensor(head + target), "labels": torch.tensor([-100] * len(head) + target)}
+
+    return make
+
+
+def features(processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
+    """Each clip's features on its own, trimmed to the frames that hold audio: the same values whatever
+    else is in the batch (a batched extractor pads the waveform, which changes the last frames)."""
+    out = []
+    for a in audio:
+        f = processor.feature_extractor([a], sampling_rate=16000, padding=True, return_tensors="pt", return_attention_mask=True)
+        mask = f.get("input_features_mask", f.get("attention_mask"))
+        valid = int(mask[0].sum())
+        x = f["input_features"][0]
+        out.append(x[:valid] if x.shape[0] == mask.shape[1] else x[:, :valid])  # (frames, d) or (mels, frames)
+    return out
+
+
+def _pad_time(clips: list[torch.Tensor], axis: int, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad clips along their time axis to the longest (rounded up to `multiple`): (batch, mask)."""
+    lengths = [c.shape[axis] for c in clips]
+    width = -(-max(lengths) // multiple) * multiple
+    padded = [torch.nn.functional.pad(c, (0, 0, 0, width - n) if axis == 0 else (0, width - n)) for c, n in zip(clips, lengths)]
+    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], dtype=torch.long)
+    return torch.stack(padded), mask
+
+
+def text_batch(rows: list[torch.Tensor], pad: int, side: str = "right") -> dict:
+    """Padded input_ids, attention_mask, and position_ids counted over real tokens only, so that a row
+    gets the same positions whichever side it is padded on."""
+    width = max(len(r) for r in rows)
+
+    def place(r, fill):
+        gap = torch.full((width - len(r),), fill, dtype=r.dtype)
+        return torch.cat([r, gap] if side == "right" else [gap, r])
+
+    ids = torch.stack([place(r, pad) for r in rows])
+    mask = torch.stack([place(torch.ones_like(r), 0) for r in rows])
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+def collator(model, processor, side: str = "right"):
+    """batch of items -> model inputs: text padded on `side`, features (or cached audio-tower frames) padded in time."""
+    tokenizer = processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.convert_tokens_to_ids(END)
+    arch = arch_of(model)
+
+    def collate(batch: list[dict]) -> dict:
+        out = text_batch([b["input_ids"] for b in batch], pad, side)
+        labels = text_batch([b["labels"] for b in batch], -100, side)["input_ids"]
+        out["labels"] = labels
+        if "encoder_hidden" in batch[0]:  # (frames, d) each
+            out["encoder_hidden"], out["input_features_mask"] = _pad_time([b["encoder_hidden"] for b in batch], 0, 1)
+        else:
+            out["input_features"], out["input_features_mask"] = _pad_time([b["input_features"] for b in batch], arch.time_axis, arch.time_multiple)
+        return out
+
+    return collate
+
+
+@contextlib.contextmanager
+def cached_tower(base, hidden: torch.Tensor, mask: torch.Tensor):
+    """The audio tower hands back cached outputs instead of running: Fun-ASR's projector takes them
+    padded (batch, frames, d) with the mask; Qwen3-ASR's, packed (all valid frames, d)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    tower = base.model.audio_tower
+    packed = hidden[mask.bool()] if base.config.model_type == "qwen3_asr" else hidden
+    tower.forward = lambda *args, **kwargs: BaseModelOutput(last_hidden_state=packed)
+    try:
+        yield
+    finally:
+        del tower.forward
+
+
+def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """Cross-entropy over the learned tokens (summed, divided by num_items_in_batch: the whole
+    accumulated batch's count; this batch's when None), the vocabulary projection run only where a
+    token is learned. The forward goes through `model` (peft, DDP); a hook on `base`'s head picks the positions."""
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    targets = labels[:, 1:]
+    learned = targets != -100
+    hook = base.lm_head.register_forward_pre_hook(lambda module, args: (args[0][:, :-1][learned],))
+    hidden = inputs.pop("encoder_hidden", None)
+    cached = contextlib.nullcontext()
+    if hidden is not None:  # the tower is frozen and its outputs cached: they stand in for the features
+        cached, inputs["input_features"] = cached_tower(base, hidden, inputs["input_features_mask"]), hidden
+    try:
+        with cached:
+            logits = model(**inputs, use_cache=False).logits
+    finally:
+        hook.remove()
+    total = F.cross_entropy(logits.float(), targets[learned], reduction="sum")
+    return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
+
+
+def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
+    """The audio tower's outputs at the frames that hold audio, one (frames, d) tensor per clip."""
+    model = _unwrap(model)
+    arch = arch_of(model)
+    feats, mask = _pad_time(features(processor, audio), arch.time_axis, arch.time_multiple)
+    tower = encoder(model)
+    with torch.no_grad():
+        hidden = tower(input_features=feats.to(model.device, model.dtype), input_features_mask=mask.to(model.device)).last_hidden_state
+    if hidden.dim() == 2:  # packed: Qwen3-ASR returns every clip's valid frames in one sequence
+        prompt = Prompt(processor, None)
+        counts = [sum(1 for t in prompt.ids(len(a)) if t == model.config.audio_token_id) for a in audio]
+        return list(torch.split(hidden, counts))
+    return [h[: int(m.sum())] for h, m in zip(hidden, mask)]
+
+
+def _parse(processor, ids) -> list[str]:
+    """Generated ids -> transcripts, with the processor's own parser where it has one (Qwen3-ASR: the
+    text after `<asr_text>`, should the model still write a language header)."""
+    if hasattr(processor, "extract_transcription"):
+        return [processor.decode(row, return_format="transcription_only") for row in ids]
+    return processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+def read_hotwords(path: str | None) -> list[str] | None:
+    """decode.hotwords: a term list file, one term per line (blank lines and # comments skipped)."""
+    if not path:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"decode.hotwords: {file}: not found (a text file, one term per line)")
+    terms = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    if not terms:
+        raise UserError(f"decode.hotwords: {file}: holds no term")
+    return terms
+
+
+def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str]:
+    """Greedy (or beam) generation after the checkpoint's prompt (with decode.hotwords as its context),
+    left-padded, with the repetition guard: at most max_tokens_per_second per second of the longest clip (+8)."""
+    from transformers import GenerationConfig
+
+    arch = arch_of(model)
+    prompt = Prompt(processor, p.model.language, read_hotwords(p.decode.hotwords))
+    inputs = text_batch([torch.tensor(prompt.ids(len(a))) for a in audio], prompt.pad, side="left")
+    inputs.pop("position_ids")  # generate() counts them from the attention mask
+    inputs["input_features"], inputs["input_features_mask"] = _pad_time(features(processor, audio), arch.time_axis, arch.time_multiple)
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    inputs["input_features"] = inputs["input_features"].to(model.dtype)
+    d = p.decode
+    config = GenerationConfig(do_sample=False, num_beams=d.num_beams, max_new_tokens=max_new_tokens(audio, d), eos_token_id=prompt.end,
+                              pad_token_id=prompt.pad, no_repeat_ngram_size=d.no_repeat_ngram_size or None)
+    with torch.no_grad():
+        out = model.generate(**inputs, generation_config=config)
+    return _parse(processor, out[:, inputs["input_ids"].shape[1]:])
