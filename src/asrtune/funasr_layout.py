@@ -276,7 +276,7 @@ def to_funasr(model_dir: Path, out: Path) -> str:
     for hf, (fa, third, _) in targets.items():
         parts.setdefault(fa, [None, None, None] if third is not None else [None])[third or 0] = tensors[hf]
     state = {fa: p[0].clone() if len(p) == 1 else torch.cat(p) for fa, p in parts.items()}
-    order = ("audio_encoder.", "llm.", "audio_adaptor.")  # FunASRNano's module order, as its state_dict() lists them
+    order = ("audio_encoder.", "llm.", "audio_adaptor.")  # FunASRNano's module order (for readers; loading is by name)
     state = {k: state[k] for prefix in order for k in state if k.startswith(prefix)}
     if (model_dir / CTC_FILE).is_file():
         state.update(load_file(model_dir / CTC_FILE))

@@ -59,7 +59,14 @@ def arch_of(model) -> Arch:
 def load_plain(path: Path):
     from transformers import AutoModelForSpeechSeq2Seq
 
-    return AutoModelForSpeechSeq2Seq.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    adaptor = getattr(model.config, "adaptor_config", None)
+    if adaptor is not None and adaptor._attn_implementation is None:
+        # transformers 5.23 leaves Fun-ASR-Nano's adaptor config without an attention implementation, and
+        # its mask is then dropped: padded frames leak into every shorter clip's audio embeddings (a clip
+        # decodes differently by what shares its batch). With the model's own implementation the mask holds.
+        adaptor._attn_implementation = model.config._attn_implementation
+    return model
 
 
 def load_processor(path: Path):
@@ -300,18 +307,24 @@ def read_hotwords(path: str | None) -> list[str] | None:
     return terms
 
 
-def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str]:
-    """Greedy (or beam) generation after the checkpoint's prompt (with decode.hotwords as its context),
-    left-padded, with the repetition guard: at most max_tokens_per_second per second of the longest clip (+8)."""
-    from transformers import GenerationConfig
-
+def generation_inputs(model, processor, audio: list[np.ndarray], language: str | None, hotwords: list[str] | None = None):
+    """(inputs for generate(), the prompt): the checkpoint's prompt per clip, left-padded, and the clips' features."""
     arch = arch_of(model)
-    prompt = Prompt(processor, p.model.language, read_hotwords(p.decode.hotwords))
+    prompt = Prompt(processor, language, hotwords)
     inputs = text_batch([torch.tensor(prompt.ids(len(a))) for a in audio], prompt.pad, side="left")
     inputs.pop("position_ids")  # generate() counts them from the attention mask
     inputs["input_features"], inputs["input_features_mask"] = _pad_time(features(processor, audio), arch.time_axis, arch.time_multiple)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
+    return inputs, prompt
+
+
+def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str]:
+    """Greedy (or beam) generation after the checkpoint's prompt (with decode.hotwords as its context),
+    with the repetition guard: at most max_tokens_per_second per second of the longest clip (+8) new tokens."""
+    from transformers import GenerationConfig
+
+    inputs, prompt = generation_inputs(model, processor, audio, p.model.language, read_hotwords(p.decode.hotwords))
     d = p.decode
     config = GenerationConfig(do_sample=False, num_beams=d.num_beams, max_new_tokens=max_new_tokens(audio, d), eos_token_id=prompt.end,
                               pad_token_id=prompt.pad, no_repeat_ngram_size=d.no_repeat_ngram_size or None)
