@@ -21,7 +21,7 @@ from asrtune import checkpoint, distributed, precision, training
 from asrtune.errors import UserError
 
 WHISPER = SimpleNamespace(NAME="whisper", FP16_OK=True)
-LLM = SimpleNamespace(NAME="speechllm", FP16_OK=False)
+LLM = SimpleNamespace(NAME="audiollm", FP16_OK=False)
 
 
 def test_precision_auto_follows_the_machine_and_the_family():
@@ -39,7 +39,7 @@ def test_precision_auto_follows_the_machine_and_the_family():
 
 @pytest.mark.parametrize("requested, fam, gpu, gpu_bf16, says", [
     ("fp16", WHISPER, False, False, "needs a GPU"),
-    ("fp16", LLM, True, False, "not safe for the speechllm family"),
+    ("fp16", LLM, True, False, "not safe for the audiollm family"),
     ("bf16", WHISPER, True, False, "has no bf16"),
 ])
 def test_precision_that_cannot_run_is_a_one_line_error(requested, fam, gpu, gpu_bf16, says):
@@ -65,7 +65,7 @@ def test_one_process_never_wraps_the_model_in_data_parallel(tiny_whisper_dir, tm
     t = params.Train(stages={"s1": params.TrainStage(init="models/base")})
     args = training.arguments(t, t.stages["s1"], tmp_path, "fp32", eval_strategy="no", load_best_model_at_end=False)
     args._n_gpu = 2  # what TrainingArguments finds on a 2-GPU host without torchrun
-    model = checkpoint.load(tiny_whisper_dir, "whisper")
+    model = checkpoint.load(tiny_whisper_dir)
     trainer = training.FamilyTrainer(model=model, args=args, family_loss=None)
     assert trainer.args.n_gpu == 1
     assert not isinstance(trainer._wrap_model(trainer.model), torch.nn.DataParallel)

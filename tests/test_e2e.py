@@ -3,9 +3,9 @@
 `dvc repro` runs everything; a param change invalidates exactly the stages that declare it
 (`dvc status`, `dvc repro --dry`; what follows reruns when its inputs change, as the experiment
 shows); the same params give byte-identical data; and
-`dvc exp run -S model.family=speechllm ...` (a tiny random Qwen3 behind the Whisper encoder)
-reruns everything from the base model on and never ingest, after which `dvc metrics diff`
-reports the CER change. (tests/test_training.py trains the whisper flags themselves.)
+`dvc exp run -S model.base=<a tiny Fun-ASR-Nano in Fun-ASR's own layout>` reruns everything from
+the base model on and never ingest (the audiollm family, picked by the checkpoint's config), after
+which `dvc metrics diff` reports the CER change and models/export holds the Fun-ASR layout again. (tests/test_training.py trains the whisper flags themselves.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import BIN, ENV, ran, sh, speechllm_overrides
+from conftest import BIN, ENV, ran, sh
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 DVC = str(BIN / "dvc")
@@ -47,14 +47,14 @@ def out_hashes(repo: Path) -> dict[str, str]:
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", []) if "md5" in o}
 
 
-def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
+def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir):
     # two curriculum stages keep it quick and still exercise stage 2 starting from stage 1
     set_param(dvc_repo, "mix.stages", {"s1": {"general": 0.5}, "s2": {"general": 0.0}})
     set_param(dvc_repo, "train.stages", {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-3},
                                          "s2": {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3}})
     commit(dvc_repo, "pipeline")  # a repository with history, as a clone of asrtune is
     data = {f"{s}@{c}" for s in ("ingest", "jsonl", "split") for c in ("general", "medical")}
-    models = {"finetune@s1", "finetune@s2", "merge"}
+    models = {"finetune@s1", "finetune@s2", "merge", "export"}
     matrix = {f"{s}@{m}-{c}" for s in ("decode", "normalize") for m in ("base", "merged") for c in ("general", "medical")}
     convert = {"convert@base", "convert@merged"}
     assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score"} | data | models | convert | matrix
@@ -116,19 +116,24 @@ def test_pipeline_end_to_end(dvc_repo, tiny_llm_dir):
     assert "finetune@s1" in stale and not {"jsonl@general", "jsonl@medical"} & stale  # jsonl reads tokenizer.json only
     config.write_bytes(original)
 
-    # an experiment: switching the family reruns everything downstream of the base model, never ingest
+    # an experiment: a Fun-ASR-Nano checkpoint in Fun-ASR's own layout as the base model (the audiollm
+    # family, from its config) reruns everything downstream of the base model, never ingest
+    from asrtune import funasr_layout
+
+    funasr_layout.to_funasr(tiny_fun_asr_dir, dvc_repo / "models/sources/fun-asr-nano")
     commit(dvc_repo, "baseline")
-    adaptor = speechllm_overrides(tiny_llm_dir)["model.adaptor"]
-    switch = ["-S", "model.family=speechllm", "-S", f"model.llm={tiny_llm_dir}", "-S", "train.freeze_adaptor=false"] + [
-        arg for key, value in adaptor.items() for arg in ("-S", f"model.adaptor.{key}={value}")]
+    switch = ["-S", "model.base=models/sources/fun-asr-nano", "-S", "train.freeze_adaptor=false"]
     experiment = subprocess.run([DVC, "exp", "run", *switch], cwd=dvc_repo, capture_output=True, text=True, env={**ENV, **GIT_ENV})
     assert experiment.returncode == 0, experiment.stderr
     rerun = ran(experiment.stdout + experiment.stderr)
     assert {"base", "jsonl@general", "jsonl@medical"} | models | {s for s in matrix if "merged" in s} <= rerun
     assert not rerun & {"ingest@general", "ingest@medical"}
-    assert json.loads((dvc_repo / "models/finetune/s1/asrtune.json").read_text())["family"] == "speechllm"
+    assert json.loads((dvc_repo / "models/finetune/s1/asrtune.json").read_text())["family"] == "audiollm"
     assert "cer.medical.merged" in sh(dvc_repo, DVC, "metrics", "diff", "--all")
-    check = ("import sys; sys.modules['peft'] = None\n"
-             "from asrtune.families.speechllm.model import SpeechLLM\n"
-             "m = SpeechLLM.from_pretrained('models/merged'); assert m.llm.lm_head.weight.abs().sum() > 0\n")
+    check = ("import sys; sys.modules['peft'] = None; sys.modules['asrtune'] = None\n"
+             "from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor\n"
+             "m = AutoModelForSpeechSeq2Seq.from_pretrained('models/merged'); AutoProcessor.from_pretrained('models/merged')\n"
+             "assert type(m).__name__ == 'FunAsrNanoForConditionalGeneration'\n"
+             "import torch; sd = torch.load('models/export/funasr/model.pt', weights_only=True)['state_dict']\n"
+             "assert any(k.startswith('llm.model.layers.') for k in sd) and 'llm.lm_head.weight' in sd\n")
     subprocess.run([sys.executable, "-c", check], cwd=dvc_repo, check=True, capture_output=True)

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl, speechllm_overrides
+from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl
 
 from asrtune import chatml, mixing
 from asrtune.splitting import assign
@@ -79,11 +79,10 @@ def test_mix_warns_when_general_runs_short(data_repo, tiny_whisper_dir, tmp_path
     ({"mix.stages": {"s1": {"general": 1.0}}}, ["mix.stages.s1.general", "less than 1"]),
     ({"split.by": "room"}, ["split.by", "'speaker' or 'utterance'"]),
     ({"split.ratios": [0.9, 0.1, 0.0]}, ["split.ratios", "every share must be above 0"]),
-    ({"data.max_duration": 40.0}, ["data.max_duration", "above the 30 s"]),
+    ({"data.max_duration": 40.0}, ["data.max_duration", "above 30 s"]),
     ({"data.min_duration": 5.0, "data.max_duration": 2.0}, ["data.min_duration (5.0) is above data.max_duration (2.0)"]),
     ({"train.lora.target_modules": []}, ["train.lora.target_modules", "empty list"]),
-    ({"model.family": "speechllm", "model.llm": "Qwen/Qwen3-0.6B", "decode.engine": "ctranslate2"},
-     ["decode.engine", "whisper family only"]),
+    ({"model.family": "speechllm", "model.llm": "Qwen/Qwen3-0.6B"}, ["model.family is gone", "the model's own config decides"]),
 ])
 def test_bad_params_fail_in_one_line_naming_the_key(tmp_path, tiny_whisper_dir, override, fragments):
     params_for(tmp_path, tiny_whisper_dir, **override)
@@ -181,11 +180,13 @@ def test_convert_for_the_transformers_engine_writes_a_note(tmp_path, tiny_whispe
     assert "decode.engine is transformers" in (tmp_path / "models/ct2/merged/NOT_CONVERTED.txt").read_text()
 
 
-def test_ctranslate2_engine_errors_name_the_problem(tmp_path, tiny_whisper_dir, tiny_llm_dir):
-    params_for(tmp_path, tiny_whisper_dir, **{"decode.engine": "ctranslate2", **speechllm_overrides(tiny_llm_dir)})
-    assert_one_line_error(asrtune(tmp_path, "convert", "base", ok=False), "whisper family only", "model.family=speechllm")
+def test_ctranslate2_engine_errors_name_the_problem(tmp_path, tiny_whisper_dir, tiny_fun_asr_dir):
+    params_for(tmp_path, tiny_fun_asr_dir, **{"decode.engine": "ctranslate2"})
+    shutil.copytree(tiny_fun_asr_dir, tmp_path / "models/base")
+    assert_one_line_error(asrtune(tmp_path, "convert", "base", ok=False), "whisper family only", "an audiollm model")
     params_for(tmp_path, tiny_whisper_dir, **{"decode.engine": "ctranslate2"})
-    (tmp_path / "models/base").mkdir(parents=True)
+    shutil.rmtree(tmp_path / "models/base")
+    shutil.copytree(tiny_whisper_dir, tmp_path / "models/base")
     (tmp_path / "data/split/medical").mkdir(parents=True)
     (tmp_path / "data/split/medical/test.jsonl").write_text(json.dumps(chatml.record("k", "a.wav", "文本", 1.0, 2, "", "")) + "\n")
     assert_one_line_error(asrtune(tmp_path, "decode", "base", "medical", ok=False), "models/ct2/base: not a CTranslate2 model")

@@ -8,7 +8,7 @@ import typer
 
 from asrtune import cache
 from asrtune.errors import UserError
-from asrtune.stages import base, convert, decode, finetune, ingest, jsonl, merge, mix, normalize, score, split
+from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, score, split
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible domain adaptation of speech recognition models. Stages run from dvc.yaml.")
@@ -19,6 +19,7 @@ app.command("split")(split.run)
 app.command("mix")(mix.run)
 app.command("finetune")(finetune.run)
 app.command("merge")(merge.run)
+app.command("export")(export.run)
 app.command("convert")(convert.run)
 app.command("decode")(decode.run)
 app.command("normalize")(normalize.run)

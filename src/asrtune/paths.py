@@ -48,6 +48,7 @@ def train_plots_dir(stage: str) -> Path:
 
 
 MERGED_MODEL = Path("models/merged")
+EXPORT_DIR = Path("models/export")  # the merged model in other layouts (Fun-ASR's own)
 DECODED_MODELS = ("base", "merged")  # what decode, normalize and score compare
 
 

@@ -62,10 +62,10 @@ def write_base(spec: str, out: Path) -> str:
 
         summary = convert(offline_whisper_base_dir(), out)
         return f"converted CTranslate2 whisper-base ({summary['mapped']}/{summary['ct2_tensors']} tensors mapped)"
-    local = Path(spec).expanduser()
-    if (local / "model.pt").is_file() and (local / "config.yaml").is_file():  # Fun-ASR's own layout
-        from asrtune import funasr_layout
+    from asrtune import funasr_layout
 
+    local = Path(spec).expanduser()
+    if funasr_layout.is_funasr_dir(local):
         _resolve(spec)
         return funasr_layout.to_transformers(local, out)
     return write_checkpoint(spec, out)

@@ -1,0 +1,32 @@
+"""export: models/merged in Fun-ASR's own layout, for serving with funasr or Fun-ASR-vllm.
+
+For a Fun-ASR-Nano model it writes models/export/funasr/: model.pt with every weight (`llm.*`
+included: Fun-ASR's shipped config drops them from the checkpoints it saves), config.yaml and
+Qwen3-0.6B/ (config and tokenizer). Any other model has no such layout: a one-line note.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from asrtune import families, funasr_layout, paths
+from asrtune.errors import UserError
+
+NOTE = "NOT_EXPORTED.txt"
+
+
+def run() -> None:
+    """Write models/export from models/merged."""
+    source = paths.MERGED_MODEL
+    if not (source / "config.json").is_file():
+        raise UserError(f"{source}: not found (run `dvc repro merge` first)")
+    out = paths.EXPORT_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    model_type = families.model_type(source)
+    if model_type != "fun_asr_nano":
+        (out / NOTE).write_text(f"models/merged is a {model_type} model: it is served as it is (transformers). "
+                                "Fun-ASR-Nano models are also written here in Fun-ASR's own layout.\n")
+        print(f"export: a {model_type} model has no other layout; models/merged is the deliverable")
+        return
+    print(f"export: {funasr_layout.to_funasr(source, out / 'funasr')} -> {out / 'funasr'}")
