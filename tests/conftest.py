@@ -187,6 +187,7 @@ def dvc_repo(tmp_path, tiny_whisper_dir) -> Path:
     shutil.copy(REPO / "dvc.yaml", repo)
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "demo", repo / "demo")
+    shutil.copytree(REPO / "data/hotwords", repo / "data/hotwords")  # decode's dependency: term lists for decode.hotwords
     params = params_for(repo, tiny_whisper_dir)
     for corpus in params["data"]["corpora"].values():  # dvc.yaml tracks sources as deps: keep them in the repo
         corpus["source"] = os.path.relpath(corpus["source"], REPO)
