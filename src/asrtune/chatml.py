@@ -48,7 +48,7 @@ class Example:
     key: str
     audio: str
     text: str
-    system: str = ""  # the system message (the speechllm family's prompt)
+    system: str = ""  # the system message Fun-ASR's own trainer reads (asrtune's families build their prompt from the model)
     prompt: str = ""  # the user message's text before the speech (e.g. 语音转写：)
 
 

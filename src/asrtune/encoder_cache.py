@@ -1,6 +1,6 @@
 """Frozen-encoder outputs, computed once per (encoder weights, audio) and reused every epoch and
 every curriculum stage. Lives under the asrtune cache (not a DVC output): it is re-creatable, and
-big (the whisper family keeps all 1500 x d_model frames per clip whatever its length, speechllm
+big (the whisper family keeps all 1500 x d_model frames per clip whatever its length, the audio LLMs
 only the frames that hold audio; float16 halves it).
 """
 

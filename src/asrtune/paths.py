@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 BASE_MODEL = Path("models/base")
-MODEL_SOURCES = Path("models/sources")  # local checkpoints for model.base / model.llm: base depends on the folder
+MODEL_SOURCES = Path("models/sources")  # local checkpoints for model.base: base depends on the folder
 
 
 def ingest_dir(corpus: str) -> Path:
