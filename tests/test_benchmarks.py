@@ -14,10 +14,19 @@ def quick(script: str) -> str:
     return proc.stdout
 
 
-def test_speechllm_memory_quick():
-    out = quick("speechllm_memory.py")
-    assert "| tiny | tiny |" in out
-    assert out.count("peak RSS") == 2 and "train step" in out and "decode" in out
+def test_audiollm_memory_quick():
+    out = quick("audiollm_memory.py")
+    assert "| Fun-ASR-Nano-2512 | 221.1 M | 12.6 M | 596.0 M | 829.8 M |" in out  # (i): real shapes, meta device
+    assert "| Qwen3-ASR-1.7B |" in out and "| encoder + adaptor |" in out
+    assert out.count("| LoRA r=16 on the LLM (asrtune default) |") == 2 and "tiny Fun-ASR-Nano" in out
+
+
+def test_audiollm_speed_quick():
+    out = quick("audiollm_speed.py")
+    assert "| (a) funasr FunASRNano, own loop |" in out and "| (c) asrtune FamilyTrainer + encoder cache |" in out
+    assert "(a)/(c) = " in out and "Encoder cache fill" in out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| (")]
+    assert len(rows) == 3 and len({r[4] for r in rows}) == 1  # the same trainable parameters in all three systems
 
 
 def test_pipeline_overhead_quick():

@@ -20,7 +20,7 @@ import yaml
 
 from asrtune.errors import UserError
 from asrtune.funasr_layout import CTC_FILE, is_funasr_dir, to_funasr, to_transformers
-from asrtune.tiny import _text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
+from asrtune.tiny import tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 32768  # funasr's WavFrontend upscales [-1, 1] audio to int16 range (upsacle_samples=True)
@@ -75,7 +75,7 @@ def layout(tmp_path_factory, tokenizer):
     src = tmp_path_factory.mktemp("funasr") / "Fun-ASR-Nano-tiny"
     qwen = src / "Qwen3-0.6B"
     qwen.mkdir(parents=True)
-    (qwen / "config.json").write_text(json.dumps(_text_config(tokenizer)))
+    (qwen / "config.json").write_text(json.dumps(tiny_text_config(tokenizer)))
     tokenizer.save_pretrained(qwen)
     model = _funasr_model(qwen)
     state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}  # model.pt holds bf16

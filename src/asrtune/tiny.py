@@ -103,7 +103,7 @@ def demo_texts(demo_dir: Path) -> list[str]:
     return texts
 
 
-def _text_config(tokenizer) -> dict:
+def tiny_text_config(tokenizer) -> dict:
     """Qwen3 in small: hidden 32, 2 layers, 4 heads (2 key/value heads of 8), tied embeddings."""
     return {"model_type": "qwen3", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
@@ -117,7 +117,7 @@ def write_tiny_fun_asr_nano(out: Path, tokenizer, seed: int = 0) -> Path:
     import torch
     from transformers import FunAsrNanoConfig, FunAsrNanoFeatureExtractor, FunAsrNanoForConditionalGeneration, FunAsrNanoProcessor
 
-    text = _text_config(tokenizer)
+    text = tiny_text_config(tokenizer)
     config = FunAsrNanoConfig(
         audio_config={"model_type": "fun_asr_nano_encoder", "num_mel_bins": 80, "hidden_size": 16, "num_attention_heads": 2,
                       "intermediate_size": 32, "num_hidden_layers": 3, "num_timestamp_prediction_layers": 1,
@@ -139,7 +139,7 @@ def write_tiny_qwen3_asr(out: Path, tokenizer, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen3ASRConfig, Qwen3ASRFeatureExtractor, Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
 
-    text = _text_config(tokenizer)
+    text = tiny_text_config(tokenizer)
     config = Qwen3ASRConfig(
         audio_config={"model_type": "qwen3_asr_encoder", "num_mel_bins": 128, "encoder_layers": 2, "encoder_attention_heads": 2,
                       "encoder_ffn_dim": 32, "d_model": 16, "output_dim": 32, "downsample_hidden_size": 8},
