@@ -191,6 +191,8 @@ def step_child(setting: str, quick: bool, tmp: Path, steps: int) -> dict:
 def run_child(setting: str, quick: bool, tmp: Path, steps: int) -> dict:
     folder = tmp / f"setting-{STEP_SETTINGS.index(setting)}"
     folder.mkdir()
+    if quick:  # a smoke run: in this process, without paying the imports again
+        return step_child(setting, quick, folder, steps)
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps([setting, quick, str(folder), steps])],
                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode != 0:
@@ -208,6 +210,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per setting in (ii); the first is left out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # before anything runs under torch.device("meta"): torchaudio's kaldi fbank makes a module-level
+    # constant tensor at import, which would otherwise be born on the meta device
+    import torchaudio.compliance.kaldi  # noqa: F401
+
     if args.child:
         setting, quick, folder, steps = json.loads(args.child)
         print(json.dumps(step_child(setting, quick, Path(folder), steps)))
@@ -236,7 +242,8 @@ def main() -> None:
     model = "tiny Fun-ASR-Nano" if args.quick else "Fun-ASR-Nano-2512 shapes (random weights)"
     where = "CUDA, bf16 autocast" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores), fp32"
     print(f"\n(ii) One training step, {model}, batch of 4 clips of ~{1 if args.quick else 5} s, audio tower frozen and cached, "
-          f"AdamW, {where}; {steps} steps per setting, each in a fresh process:\n")
+          f"AdamW, {where}; {steps} steps per setting, each in a fresh process"
+          f"{' (--quick: all in this one)' if args.quick else ''}:\n")
     cuda = any(r["cuda_mib"] is not None for r in results.values())
     print("| setting | trainable | s/step (median) | peak RSS |" + (" CUDA max allocated |" if cuda else ""))
     print("|---|---|---|---|" + ("---|" if cuda else ""))

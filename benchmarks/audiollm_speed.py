@@ -226,17 +226,20 @@ def _trainer_run(hf_dir: Path, clips: list[dict], batch: int, steps: int, tmp: P
             "loss": loss, "fill_s": fill_s, "train_loss": result.training_loss}
 
 
-def child(system: str, hf_dir: str, fa_dir: str, clips_json: str, batch: int, steps: int, tmp: str) -> None:
+def measure(system: str, hf_dir: str, fa_dir: str, clips_json: str, batch: int, steps: int, tmp: str) -> dict:
     warnings.filterwarnings("ignore")
     clips = json.loads(Path(clips_json).read_text(encoding="utf-8"))
     if system == "funasr":
         out = run_funasr(Path(hf_dir), Path(fa_dir), clips, batch, steps)
     else:
         out = _trainer_run(Path(hf_dir), clips, batch, steps, Path(tmp), ours=system == "asrtune")
-    print(json.dumps({**out, "peak_mib": peak_mib()}))
+    return {**out, "peak_mib": peak_mib()}
 
 
-def run_child(system: str, *args) -> dict:
+def run_child(system: str, quick: bool, *args) -> dict:
+    """One system in a fresh process, so its peak memory is its own (--quick: in this process, no imports to pay again)."""
+    if quick:
+        return measure(system, *map(str, args[:3]), int(args[3]), int(args[4]), str(args[5]))
     cmd = [sys.executable, __file__, "--child", json.dumps([system, *map(str, args)])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode != 0:
@@ -254,7 +257,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         system, hf_dir, fa_dir, clips_json, batch, steps, tmp = json.loads(args.child)
-        child(system, hf_dir, fa_dir, clips_json, int(batch), int(steps), tmp)
+        print(json.dumps(measure(system, hf_dir, fa_dir, clips_json, int(batch), int(steps), tmp)))
         return
     n, batch, steps = (8, 4, 3) if args.quick else (args.clips, args.batch, args.steps)
     from asrtune.funasr_layout import to_funasr
@@ -269,7 +272,7 @@ def main() -> None:
         to_funasr(hf_dir, tmp / "funasr")
         setup_s = time.perf_counter() - start
         for system in SYSTEMS:
-            results[system] = run_child(system, hf_dir, tmp / "funasr", tmp / "clips.json", batch, steps, tmp)
+            results[system] = run_child(system, args.quick, hf_dir, tmp / "funasr", tmp / "clips.json", batch, steps, tmp)
     a, b, c = results["funasr"], results["trainer"], results["asrtune"]
     model = ("tiny Fun-ASR-Nano (encoder hidden 16, 3 layers; Qwen3 hidden 32)" if args.quick else
              "Fun-ASR-Nano-2512 encoder (70 layers) + adaptor, real size; Qwen3 LLM hidden 1024, 2 layers, vocabulary 800")

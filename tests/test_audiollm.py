@@ -302,6 +302,8 @@ def test_hotwords_become_the_prompts_context(arch_data, tmp_path):
 
 def test_lora_targets_that_the_llm_lacks_are_named(arch_data, tmp_path):
     data, source = arch_data
+    if "fun" not in source.name:
+        pytest.skip("one architecture is enough for an error path that runs the CLI (10 s of imports)")
     repo = tmp_path / "repo"
     shutil.copytree(data, repo)
     params_for(repo, source, **{"train.lora.target_modules": ["q_proj", "fc1"]})  # fc1 is in the audio tower only

@@ -82,6 +82,26 @@ def check_targets(targets: list[str], linear_names: list[str]) -> None:
                             f"LoRA part (it has: {', '.join(have)})")
 
 
+def freeze_parts(model, parts: list[tuple[list, bool]]) -> None:
+    """(modules, frozen) pairs: a frozen part gets no gradients and stays in eval mode (no dropout)
+    whenever the Trainer puts the model in training mode."""
+    import types
+
+    frozen = [m for modules, flag in parts if flag for m in modules]
+    for modules, flag in parts:
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad = not flag
+
+    def train(self, mode: bool = True):
+        type(self).train(self, mode)
+        for module in frozen:
+            module.eval()
+        return self
+
+    model.train = types.MethodType(train, model)  # peft and DDP reach it through Module.train's recursion
+
+
 # Whisper's encoder position table is sinusoidal and fixed (transformers never trains it): it stays
 # so even when the encoder is unfrozen or wrapped by peft's modules_to_save, which re-enables all.
 FIXED = re.compile(r"encoder\.(?:.*\.)?embed_positions\.")

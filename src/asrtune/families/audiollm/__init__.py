@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import re
-import types
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from asrtune.chatml import Example
 from asrtune.errors import UserError
-from asrtune.families import AUDIOLLM_TYPES, check_targets, max_new_tokens
+from asrtune.families import AUDIOLLM_TYPES, check_targets, freeze_parts, max_new_tokens
 
 NAME = "audiollm"
 CACHE_TAG = "audio frames only"  # the cache holds the audio tower's frames that hold audio
@@ -98,19 +96,7 @@ def freeze(model, freeze_encoder: bool, freeze_adaptor: bool, freeze_llm: bool) 
     """A frozen part gets no gradients and stays in eval mode (no dropout) whenever the Trainer puts
     the model in training mode (Fun-ASR's own trainer lets dropout run in its frozen encoder)."""
     flags = {"encoder": freeze_encoder, "adaptor": freeze_adaptor, "llm": freeze_llm}
-    frozen = [m for part, modules in parts(model).items() if flags[part] for m in modules]
-    for part, modules in parts(model).items():
-        for module in modules:
-            for p in module.parameters():
-                p.requires_grad = not flags[part]
-
-    def train(self, mode: bool = True):
-        type(self).train(self, mode)
-        for module in frozen:
-            module.eval()
-        return self
-
-    model.train = types.MethodType(train, model)  # peft and DDP reach it through Module.train's recursion
+    freeze_parts(model, [(modules, flags[part]) for part, modules in parts(model).items()])
 
 
 LAYER = r"^model\.language_model\.layers\.\d+\."  # the LLM's decoder blocks (the audio tower has q/k/v projections too)
@@ -180,13 +166,13 @@ def item_maker(model, processor, p):
 def features(processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
     """Each clip's features on its own, trimmed to the frames that hold audio: the same values whatever
     else is in the batch (a batched extractor pads the waveform, which changes the last frames)."""
-    out = []
+    axis, out = ARCHS[_model_type(processor)].time_axis, []
     for a in audio:
         f = processor.feature_extractor([a], sampling_rate=16000, padding=True, return_tensors="pt", return_attention_mask=True)
         mask = f.get("input_features_mask", f.get("attention_mask"))
         valid = int(mask[0].sum())
         x = f["input_features"][0]
-        out.append(x[:valid] if x.shape[0] == mask.shape[1] else x[:, :valid])  # (frames, d) or (mels, frames)
+        out.append(x[:valid] if axis == 0 else x[:, :valid])  # (frames, d) or (mels, frames)
     return out
 
 

@@ -4,7 +4,6 @@ decoder, which the `llm` freeze flag names. Whisper has no adaptor."""
 from __future__ import annotations
 
 import re
-import types
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from asrtune.chatml import Example
-from asrtune.families import check_targets, max_new_tokens, whisper_prompt
+from asrtune.families import check_targets, freeze_parts, max_new_tokens, whisper_prompt
 from asrtune.families import whisper_features as features
 
 NAME = "whisper"
@@ -49,18 +48,7 @@ def freeze(model, freeze_encoder: bool, freeze_adaptor: bool, freeze_llm: bool) 
     """A frozen component gets no gradients and stays in eval mode (no dropout) whenever the Trainer
     puts the model in training mode; the output projection is tied to the decoder embeddings.
     (Whisper has no adaptor: freeze_adaptor changes nothing.)"""
-    frozen = [part for part, flag in ((model.model.encoder, freeze_encoder), (model.model.decoder, freeze_llm)) if flag]
-    for part in (model.model.encoder, model.model.decoder):
-        for p in part.parameters():
-            p.requires_grad = not any(part is f for f in frozen)
-
-    def train(self, mode: bool = True):
-        type(self).train(self, mode)
-        for part in frozen:
-            part.eval()
-        return self
-
-    model.train = types.MethodType(train, model)  # peft and DDP reach it through Module.train's recursion
+    freeze_parts(model, [([model.model.encoder], freeze_encoder), ([model.model.decoder], freeze_llm)])
 
 
 def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] | None, train_encoder: bool,
