@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,10 @@ def test_new_audio_under_the_same_id_text_and_length_changes_every_data_stage(ka
     after = run_stages()
     changed = [f.name for f, a, b in zip(outputs, before, after) if a != b]
     assert changed[:2] == ["manifest.jsonl", "k.jsonl"] and len(changed) == 3  # and the split file holding good1
+
+
+def test_the_cli_starts_without_torch():
+    """Every stage runs as `asrtune <stage>` in a fresh process: the data stages (ingest, jsonl, split,
+    mix, normalize, score) must not pay torch's import (2-3 s each here); stages import it when they need it."""
+    code = "import sys, asrtune.cli; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

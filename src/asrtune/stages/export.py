@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 
-from asrtune import families, funasr_layout, paths
+from asrtune import families, paths
 from asrtune.errors import UserError
 
 NOTE = "NOT_EXPORTED.txt"
@@ -29,4 +29,6 @@ def run() -> None:
                                 "Fun-ASR-Nano models are also written here in Fun-ASR's own layout.\n")
         print(f"export: a {model_type} model has no other layout; models/merged is the deliverable")
         return
+    from asrtune import funasr_layout  # torch: only when there is something to convert
+
     print(f"export: {funasr_layout.to_funasr(source, out / 'funasr')} -> {out / 'funasr'}")
