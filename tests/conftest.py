@@ -198,6 +198,7 @@ def dvc_repo(tmp_path, tiny_whisper_dir) -> Path:
     sh(repo, "git", "init", "-q")
     sh(repo, str(BIN / "dvc"), "init", "-q")
     sh(repo, str(BIN / "dvc"), "config", "core.analytics", "false")
+    shutil.copy(REPO / ".dvcignore", repo)  # after `dvc init`, which writes an empty one
     return repo
 
 

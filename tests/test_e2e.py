@@ -74,6 +74,10 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir):
     subprocess.run([sys.executable, "-c", check], cwd=dvc_repo, check=True, capture_output=True)
 
     assert would_run(dvc_repo) == set()  # nothing changed, nothing runs
+    bytecode = dvc_repo / "src/asrtune/families/__pycache__/__init__.cpython-311.pyc"  # what importing the code leaves
+    bytecode.parent.mkdir(exist_ok=True)
+    bytecode.write_bytes(b"\0")
+    assert would_run(dvc_repo) == set()  # .dvcignore: a bytecode cache is not a change of the code
     set_param(dvc_repo, "mix.stages.s1.general", 0.3)
     assert re.findall(r"^(\S+):", sh(dvc_repo, DVC, "status"), re.M) == ["mix@s1"]
     assert would_run(dvc_repo) == {"mix@s1"}  # what it invalidates; downstream follows if its output changes
