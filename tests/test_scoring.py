@@ -97,7 +97,7 @@ def test_errors_split_by_language_on_a_mixed_sentence():
     assert u.ref == ["请", "你", "做", "ct", "检", "查", "***", "now"]
     langs = by_language(u)
     zh, en = langs["zh"], langs["en"]
-    assert (zh.n, zh.sub, zh.dele, zh.ins) == (5, 0, 1, 1)   # 你 deleted (its reference token is Chinese), 吧 inserted (its hypothesis token is)
+    assert (zh.n, zh.sub, zh.dele, zh.ins) == (5, 0, 1, 1)   # 你 deleted (a Chinese reference token), 吧 inserted (a Chinese hypothesis token)
     assert (en.n, en.sub, en.dele, en.ins) == (2, 2, 0, 0)   # ct->city, now->ok: English reference tokens
     assert zh.errors + en.errors == u.counts.errors and zh.n + en.n == u.counts.n
     assert (zh.rate, en.rate) == (2 / 5, 1.0)

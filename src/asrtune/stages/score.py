@@ -136,8 +136,8 @@ def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
     for corpus, role in roles.items():
         c, i = metrics["cer"][corpus], metrics["cer_ci95"][corpus]
         flag = "*" if metrics["change_significant"][corpus] else " "
-        print(f"{corpus:<16}{role:<9}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} {c['merged']:.4f} {ci(i['merged']):<19} "
-              f"{metrics['change'][corpus]:+.4f}{flag} {ci(metrics['change_ci95'][corpus])}")
+        print(f"{corpus:<16}{role:<9}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} "
+              f"{c['merged']:.4f} {ci(i['merged']):<19} {metrics['change'][corpus]:+.4f}{flag} {ci(metrics['change_ci95'][corpus])}")
     for corpus, by in metrics.get("cer_by_language", {}).items():
         n = metrics["n_by_language"][corpus]
         print(f"by language {corpus}: " + "; ".join(f"{lang} (N {n[lang]}) base {by['base'][lang]:.4f}, merged {by['merged'][lang]:.4f}"
