@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
+from asrtune.errors import UserError
 from asrtune.normalization import normalize, tokens
 from asrtune.params import Normalize
-from asrtune.scoring import Counts, align, report, term_recall, wer_line
+from asrtune.scoring import (Counts, align, bootstrap_rates, by_language, interval95, language, read_terms, report,
+                             resample_rates, resample_seed, significant, term_recall, wer_line)
 
 ALL = Normalize()
 
@@ -81,3 +88,148 @@ def test_term_recall_counts_occurrences_clipped_per_utterance():
              ("高血压 高血压", "高血压"),                                   # 1 of 2: clipped
              ("胸部ct检查", "胸部ct检查")]                                   # 1 of 1
     assert term_recall(pairs, ["高血压", "阿司匹林", "胸部ct"]) == (3, 5)
+
+
+def test_errors_split_by_language_on_a_mixed_sentence():
+    # REF: 请 你 做 ct   检 查 *** now
+    # HYP: 请 *** 做 city 检 查 吧  ok
+    u = align("u", "请你做ct检查 now", "请做 city 检查吧 ok")
+    assert u.ref == ["请", "你", "做", "ct", "检", "查", "***", "now"]
+    langs = by_language(u)
+    zh, en = langs["zh"], langs["en"]
+    assert (zh.n, zh.sub, zh.dele, zh.ins) == (5, 0, 1, 1)   # 你 deleted (a Chinese reference token), 吧 inserted (a Chinese hypothesis token)
+    assert (en.n, en.sub, en.dele, en.ins) == (2, 2, 0, 0)   # ct->city, now->ok: English reference tokens
+    assert zh.errors + en.errors == u.counts.errors and zh.n + en.n == u.counts.n
+    assert (zh.rate, en.rate) == (2 / 5, 1.0)
+    assert (language("检"), language("ct"), language("3"), language("3d")) == ("zh", "en", "other", "en")
+
+
+def test_a_resample_rate_pools_errors_over_tokens():
+    """Two utterances: 1 error in 1 token, 0 in 9. The four resamples of two: pooled, not averaged."""
+    indices = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    rates = resample_rates([1, 0], [1, 9], indices)
+    assert rates.tolist() == [[1.0, 0.1, 0.1, 0.0]]  # (0, 1) is 1/10, not the mean of rates 0.5
+    assert resample_rates([0, 2], [0, 4], np.array([[0, 0], [0, 1]])).tolist() == [[0.0, 0.5]]  # an empty reference adds no token
+
+
+def test_interval_by_hand_on_every_resample_of_three_utterances():
+    """3 utterances of 10 tokens with 0, 5 and 10 errors: the 27 equally likely resamples, enumerated.
+    Sorted rates: 0 (once), 5/30 (3 times), ..., 25/30 (3 times), 1 (once); numpy's percentile puts
+    the 2.5th at position 0.65 of 26 and the 97.5th at 25.35."""
+    indices = np.array(list(itertools.product(range(3), repeat=3)))
+    rates = resample_rates([0, 5, 10], [10, 10, 10], indices)[0]
+    assert sorted(rates)[:4] == pytest.approx([0, 1 / 6, 1 / 6, 1 / 6])
+    assert interval95(rates) == (round(0.65 * 5 / 30, 4), round(25 / 30 + 0.35 * 5 / 30, 4)) == (0.1083, 0.8917)
+
+
+def test_bootstrap_is_seeded_and_draws_with_replacement():
+    errors, tokens_ = [0, 5, 10, 1, 3], [10, 10, 10, 4, 8]
+    a = bootstrap_rates(errors, tokens_, 200, resample_seed(42, "medical"))
+    assert a.shape == (1, 200)
+    assert np.array_equal(a, bootstrap_rates(errors, tokens_, 200, resample_seed(42, "medical")))  # same seed, same numbers
+    assert not np.array_equal(a, bootstrap_rates(errors, tokens_, 200, resample_seed(43, "medical")))  # another seed
+    assert not np.array_equal(a, bootstrap_rates(errors, tokens_, 200, resample_seed(42, "general")))  # another test set
+    # chunked on a large test set: still the same numbers, rerun
+    many = np.arange(30_000) % 7
+    assert np.array_equal(bootstrap_rates(many, np.full(30_000, 7), 150, 1), bootstrap_rates(many, np.full(30_000, 7), 150, 1))
+
+
+def test_equal_rates_collapse_the_interval_to_a_point():
+    rates = bootstrap_rates([1, 2, 3], [4, 8, 12], 1000, 0)  # every utterance at 0.25
+    assert interval95(rates[0]) == (0.25, 0.25)
+
+
+def test_paired_change_identical_model_is_zero_and_not_significant():
+    base = [3, 0, 2, 5, 1, 4]
+    tokens_ = [10, 8, 12, 9, 11, 10]
+    rates = bootstrap_rates([base, base], tokens_, 1000, 7)
+    lo, hi = interval95(rates[1] - rates[0])
+    assert (lo, hi) == (0.0, 0.0) and not significant(lo, hi)
+
+
+def test_paired_change_clearly_better_model_excludes_zero():
+    rng = np.random.default_rng(0)
+    tokens_ = rng.integers(8, 20, size=40)
+    base = (tokens_ * 0.5).astype(int)
+    merged = (tokens_ * 0.2).astype(int)
+    rates = bootstrap_rates([base, merged], tokens_, 1000, 7)
+    lo, hi = interval95(rates[1] - rates[0])
+    assert hi < 0 and significant(lo, hi)
+    assert significant(0.01, 0.2) and not significant(-0.01, 0.2) and not significant(0.0, 0.1)
+
+
+def test_term_list_file_skips_comments_and_names_a_missing_file(tmp_path):
+    (tmp_path / "t.txt").write_text("# cardiology\n胸部CT\n\n  阿司匹林 \n", encoding="utf-8")
+    assert read_terms(tmp_path / "t.txt", "data.corpora.x.terms") == ["胸部CT", "阿司匹林"]
+    with pytest.raises(UserError, match=r"^data.corpora.x.terms: .*nope.txt: not found"):
+        read_terms(tmp_path / "nope.txt", "data.corpora.x.terms")
+    (tmp_path / "e.txt").write_text("# nothing\n", encoding="utf-8")
+    with pytest.raises(UserError, match="holds no term"):
+        read_terms(tmp_path / "e.txt", "data.corpora.x.terms")
+
+
+def _scored(repo: Path, **params) -> dict:
+    """The score stage, in this process, on normalized rows written by hand."""
+    from conftest import in_process, params_for
+
+    from asrtune.stages import score
+
+    params_for(repo, repo / "no-model-needed", **params)  # score reads no model
+    in_process(repo, score)
+    return json.loads((repo / "metrics/cer.json").read_text(encoding="utf-8"))
+
+
+def _write_normalized(repo: Path, corpus: str, model: str, pairs: list[tuple[str, str]]) -> None:
+    out = repo / f"data/normalized/{model}/{corpus}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"key": f"{corpus}-{i:03d}", "ref": r, "hyp": h, "missing": False}, ensure_ascii=False) + "\n"
+                           for i, (r, h) in enumerate(pairs)), encoding="utf-8")
+
+
+@pytest.fixture
+def scored_repo(tmp_path: Path) -> Path:
+    """general: merged = base (an identical model); medical: merged clearly better, mixed Chinese/English."""
+    general = [(f"今天天气很好第{i}次", f"今天天汽很好第{i}次" if i % 2 else f"今天天气很好第{i}次") for i in range(30)]
+    medical_refs = [f"请做胸部ct检查 和 mri 第{i}次" for i in range(30)]
+    for model in ("base", "merged"):
+        _write_normalized(tmp_path, "general", model, general)
+    _write_normalized(tmp_path, "medical", "base", [(r, r.replace("胸部ct", "胸不city").replace("mri", "")) for r in medical_refs])
+    _write_normalized(tmp_path, "medical", "merged", [(r, r if i % 5 else r.replace("mri", "mr")) for i, r in enumerate(medical_refs)])
+    return tmp_path
+
+
+def test_score_reports_intervals_paired_changes_and_languages(scored_repo):
+    m = _scored(scored_repo)
+    # an identical model: no change, an interval of exactly zero, not significant
+    assert m["change"]["general"] == 0.0 and m["change_ci95"]["general"] == {"lo": 0.0, "hi": 0.0}
+    assert m["change_significant"]["general"] is False
+    # a clearly better model: the paired interval excludes zero
+    assert m["change"]["medical"] < 0 and m["change_ci95"]["medical"]["hi"] < 0 and m["change_significant"]["medical"] is True
+    for corpus in ("general", "medical"):
+        for model in ("base", "merged"):
+            ci = m["cer_ci95"][corpus][model]
+            assert ci["lo"] <= m["cer"][corpus][model] <= ci["hi"]
+    # only the medical test set mixes the languages
+    # (general's numbers are neither: a Chinese sentence with a number is not mixed speech)
+    assert set(m["cer_by_language"]) == {"medical"} and m["n_by_language"]["medical"] == {"zh": 30 * 9, "en": 30 * 2}
+    assert m["cer_by_language"]["medical"] == {"base": {"zh": round(30 / 270, 4), "en": 1.0}, "merged": {"zh": 0.0, "en": 0.1}}
+    report = (scored_repo / "data/score/base/medical.txt").read_text(encoding="utf-8")
+    assert "%CER 95% interval [ " in report and "\nzh: %WER " in report and "\nen: %WER " in report
+    # the same params give the same bytes; another seed other intervals (and the same CERs)
+    first = (scored_repo / "metrics/cer.json").read_bytes()
+    assert _scored(scored_repo).keys() == m.keys() and (scored_repo / "metrics/cer.json").read_bytes() == first
+    other = _scored(scored_repo, **{"score.seed": 7})
+    assert other["cer"] == m["cer"] and other["cer_ci95"] != m["cer_ci95"]
+
+
+def test_term_recall_from_the_terms_param_for_any_corpus(scored_repo):
+    terms = scored_repo / "data/terms/medical.txt"
+    terms.parent.mkdir(parents=True)
+    terms.write_text("# imaging\n胸部CT\nMRI\n", encoding="utf-8")  # normalized as the transcripts are
+    medical = {"role": "domain", "source": "demo/medical.yaml", "terms": "data/terms/medical.txt"}
+    m = _scored(scored_repo, **{"data.corpora.medical": medical})
+    assert m["term_recall"] == {"medical": {"base": 0.0, "merged": 0.9}}  # merged misses mri in 6 of 30 sentences: 54 / 60
+    from asrtune.errors import UserError
+
+    with pytest.raises(UserError, match=r"^data.corpora.medical.terms: data/terms/missing.txt: not found"):
+        _scored(scored_repo, **{"data.corpora.medical": {**medical, "terms": "data/terms/missing.txt"}})

@@ -78,7 +78,7 @@ def test_mix_warns_when_general_runs_short(data_repo, tiny_whisper_dir, tmp_path
     ({"train.lora.r": -1}, ["train.lora.r", "greater than or equal to 0"]),
     ({"split.ratioz": [0.8, 0.1, 0.1]}, ["split.ratioz: unknown key"]),
     ({"mix.stages": {"s1": {"general": 1.0}}}, ["mix.stages.s1.general", "less than 1"]),
-    ({"split.by": "room"}, ["split.by", "'speaker' or 'utterance'"]),
+    ({"split.by": "room"}, ["split.by", "'speaker', 'speaker_text', 'text' or 'utterance'"]),
     ({"split.ratios": [0.9, 0.1, 0.0]}, ["split.ratios", "every share must be above 0"]),
     ({"data.max_duration": 40.0}, ["data.max_duration", "above 30 s"]),
     ({"data.min_duration": 5.0, "data.max_duration": 2.0}, ["data.min_duration (5.0) is above data.max_duration (2.0)"]),
@@ -250,3 +250,104 @@ def test_the_cli_starts_without_torch():
     mix, normalize, score) must not pay torch's import (2-3 s each here); stages import it when they need it."""
     code = "import sys, asrtune.cli; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def _read_corpus(repo: Path, corpus: str, rows: list[tuple[str, str, str]]) -> None:
+    """A corpus as ingest and jsonl leave it, written by hand: (id, speaker, transcript) per utterance."""
+    ingest = repo / "data/ingest" / corpus
+    ingest.mkdir(parents=True)
+    (ingest / "manifest.jsonl").write_text("".join(
+        json.dumps({"id": i, "audio": f"data/ingest/{corpus}/audio/{i}.wav", "text": t, "speaker": s, "duration": 1.0},
+                   ensure_ascii=False) + "\n" for i, s, t in rows), encoding="utf-8")
+    (repo / "data/jsonl").mkdir(parents=True, exist_ok=True)
+    records = sorted((chatml.record(chatml.key_for(corpus, i), f"{i}.wav", t, 1.0, len(t), "", "") for i, _, t in rows),
+                     key=lambda r: r["key"])
+    (repo / f"data/jsonl/{corpus}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                                    encoding="utf-8")
+
+
+def _team_readers() -> list[tuple[str, str, str]]:
+    """12 speakers in 4 teams of 3; a team's speakers all read the same 5 sentences (with punctuation or
+    without: the same sentence once normalized), no sentence is read outside its team. A speaker split
+    (about one speaker in test) always puts a test sentence's other copies in train or val."""
+    rows = []
+    for spk in range(12):
+        for j in range(5):
+            text = f"第{spk // 3}组的第{j}句话"
+            rows.append((f"s{spk:02d}-{j}", f"spk{spk:02d}", text + "，好吗？" if spk % 2 else text + "好吗"))
+    return rows
+
+
+def _splits(repo: Path, corpus: str) -> dict[str, list[dict]]:
+    return {s: read_jsonl(repo / f"data/split/{corpus}/{s}.jsonl") for s in ("train", "val", "test")}
+
+
+def test_text_disjoint_split_leaves_no_test_sentence_in_training(tmp_path, tiny_whisper_dir):
+    from conftest import in_process
+
+    from asrtune.normalization import normalize
+    from asrtune.params import Normalize
+    from asrtune.stages import split
+
+    _read_corpus(tmp_path, "c", _team_readers())
+    speaker_of = {chatml.key_for("c", i): s for i, s, _ in _team_readers()}
+
+    def texts(records):
+        return {normalize(r["messages"][2]["content"], Normalize()) for r in records}
+
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "speaker"})
+    printed = in_process(tmp_path, split, "c")
+    by_speaker = json.loads((tmp_path / "data/split/c/summary.json").read_text())["overlap"]
+    assert by_speaker["test_utterances"] > 0 and f"overlap: {by_speaker['test_utterances']} of " in printed  # a pair straddles
+    for by in ("speaker_text", "text"):
+        params_for(tmp_path, tiny_whisper_dir, **{"split.by": by})
+        printed = in_process(tmp_path, split, "c")
+        summary = json.loads((tmp_path / "data/split/c/summary.json").read_text())
+        assert summary["overlap"] == {"test_utterances": 0, "share": 0.0} and "overlap: 0 of" in printed
+        got = _splits(tmp_path, "c")
+        assert all(got.values()) and sum(map(len, got.values())) == 60
+        assert not texts(got["test"]) & (texts(got["train"]) | texts(got["val"]))  # no test sentence is trained on
+        assert not texts(got["val"]) & texts(got["train"])  # a sentence's copies never straddle
+        if by == "speaker_text":
+            speakers = {s: {speaker_of[r["key"]] for r in rs} for s, rs in got.items()}
+            assert not speakers["test"] & (speakers["train"] | speakers["val"]) and not speakers["val"] & speakers["train"]
+    # seeded: the same params give the same bytes, another seed another split
+    first = {s: (tmp_path / f"data/split/c/{s}.jsonl").read_bytes() for s in ("train", "val", "test")}
+    in_process(tmp_path, split, "c")
+    assert {s: (tmp_path / f"data/split/c/{s}.jsonl").read_bytes() for s in ("train", "val", "test")} == first
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "text", "split.seed": 7})
+    in_process(tmp_path, split, "c")
+    assert (tmp_path / "data/split/c/test.jsonl").read_bytes() != first["test"]
+
+
+def test_text_disjoint_split_that_cannot_give_val_and_test_is_an_error(tmp_path, tiny_whisper_dir):
+    """Every speaker reads every sentence: speakers and sentences link into one group."""
+    from conftest import in_process
+
+    from asrtune.errors import UserError
+    from asrtune.stages import split
+
+    _read_corpus(tmp_path, "c", [(f"s{spk}-{j}", f"spk{spk}", f"第{j}句") for spk in range(6) for j in range(4)])
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "speaker_text"})
+    with pytest.raises(UserError, match=r"^split.ratios: c has 1 groups of speakers and the sentences they share, too few to give "
+                                        r"val and test any .*split.by: text"):
+        in_process(tmp_path, split, "c")
+    assert not (tmp_path / "data/split/c").exists()
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "text", "split.ratios": [0.5, 0.25, 0.25]})
+    assert "overlap: 0 of 6 test utterances" in in_process(tmp_path, split, "c")  # 4 sentences: 2 / 1 / 1, 6 copies each
+    _read_corpus(tmp_path, "two", [(f"s{spk}-{j}", f"spk{spk}", f"第{j}句。") for spk in range(6) for j in range(2)])
+    with pytest.raises(UserError, match=r"^split.ratios: two has 2 distinct sentences \(after normalization\), too few to give test any"):
+        in_process(tmp_path, split, "two")
+
+
+def test_linked_groups_join_speakers_through_shared_sentences():
+    from asrtune.splitting import groups_for, overlap
+
+    records = [("a1", "A", "x"), ("b1", "B", "x"), ("b2", "B", "y"), ("c1", "C", "z"), ("d1", "", "z"), ("e1", "", "w")]
+    assert groups_for(records, "speaker_text") == [("a1", "grp:a1"), ("b1", "grp:a1"), ("b2", "grp:a1"), ("c1", "grp:c1"),
+                                                    ("d1", "grp:c1"), ("e1", "grp:e1")]
+    assert groups_for(list(reversed(records)), "speaker_text") == list(reversed(groups_for(records, "speaker_text")))
+    assert [g for _, g in groups_for(records, "text")] == ["txt:x", "txt:x", "txt:y", "txt:z", "txt:z", "txt:w"]
+    assert [g for _, g in groups_for(records, "speaker")] == ["spk:A", "spk:B", "spk:B", "spk:C", "utt:d1", "utt:e1"]
+    where = {"a1": "train", "b1": "test", "b2": "test", "c1": "val", "d1": "test", "e1": "test"}
+    assert overlap(where, {k: t for k, _, t in records}) == {"test_utterances": 2, "share": 0.5}  # b1 (x in train), d1 (z in val)

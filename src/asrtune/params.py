@@ -55,6 +55,9 @@ class Corpus(Strict):
     text_column: str | None = None  # csv only: default text|transcript|sentence
     speaker_column: str | None = None  # csv only: default speaker|spk|client_id when present
     id_column: str | None = None  # csv only: default id|utt_id|key when present, else the audio file stem
+    # score: a term list file (one term per line, # comments) for term recall; null = the list ingest
+    # wrote for a demo topic (data/ingest/<c>/terms.txt), else none
+    terms: str | None = None
 
 
 class Data(Strict):
@@ -78,7 +81,9 @@ class Jsonl(Strict):
 
 class Split(Strict):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    by: Literal["speaker", "utterance"] = "speaker"
+    # speaker: speakers disjoint; text: every copy of a (normalized) sentence in one split; speaker_text:
+    # both (speakers and the sentences they share link into groups); utterance: each on its own
+    by: Literal["speaker", "speaker_text", "text", "utterance"] = "speaker"
     seed: int = 42
 
     @field_validator("ratios")
@@ -183,6 +188,11 @@ class Normalize(Strict):
     fullwidth_to_halfwidth: bool = True
 
 
+class Score(Strict):
+    bootstrap: Annotated[int, Field(gt=0)] = 1000  # resamples of the test utterances behind each 95% interval
+    seed: int = 42
+
+
 class Params(Strict):
     model: Model = Model()
     data: Data
@@ -192,6 +202,7 @@ class Params(Strict):
     train: Train
     decode: Decode = Decode()
     normalize: Normalize = Normalize()
+    score: Score = Score()
 
     @model_validator(mode="after")
     def _durations(self):

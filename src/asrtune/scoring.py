@@ -1,13 +1,24 @@
 """Error rates the compute-wer way: Chinese per character, English per word, on normalized text.
-Reports in the Kaldi/WeNet style, term recall for a domain term list."""
+Reports in the Kaldi/WeNet style, term recall for a domain term list, bootstrap intervals and the
+error rate per language."""
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jiwer
+import numpy as np
 
-from asrtune.normalization import tokens
+from asrtune.errors import UserError
+from asrtune.normalization import _CJK, tokens
+
+GAP = "***"  # the other side of an insertion or deletion in an alignment (never a token: tokens are one character or a word)
+_CHINESE = re.compile(rf"[{_CJK}]")
+_LATIN = re.compile(r"[A-Za-z\u00C0-\u024F]")
+LANGUAGES = ("zh", "en", "other")
 
 
 @dataclass
@@ -36,7 +47,7 @@ class Counts:
 class Utterance:
     key: str
     counts: Counts
-    ref: list[str] = field(default_factory=list)  # aligned, with *** for gaps
+    ref: list[str] = field(default_factory=list)  # aligned, with GAP (***) for gaps
     hyp: list[str] = field(default_factory=list)
     missing: bool = False
 
@@ -45,7 +56,7 @@ def align(key: str, ref_text: str, hyp_text: str, missing: bool = False) -> Utte
     ref, hyp = tokens(ref_text), tokens(hyp_text)
     if not ref or not hyp:  # jiwer needs both sides; one empty side is all deletions or all insertions
         c = Counts(len(ref), 0, len(ref), len(hyp), 1, int(bool(ref or hyp)))
-        return Utterance(key, c, ref + ["***"] * len(hyp), ["***"] * len(ref) + hyp, missing)
+        return Utterance(key, c, ref + [GAP] * len(hyp), [GAP] * len(ref) + hyp, missing)
     out = jiwer.process_words(" ".join(ref), " ".join(hyp))
     c = Counts(len(ref), out.substitutions, out.deletions, out.insertions, 1, 0)
     c.sentence_errors = int(c.errors > 0)
@@ -53,9 +64,9 @@ def align(key: str, ref_text: str, hyp_text: str, missing: bool = False) -> Utte
     for chunk in out.alignments[0]:
         r, h = ref[chunk.ref_start_idx : chunk.ref_end_idx], hyp[chunk.hyp_start_idx : chunk.hyp_end_idx]
         if chunk.type == "insert":
-            r = ["***"] * len(h)
+            r = [GAP] * len(h)
         elif chunk.type == "delete":
-            h = ["***"] * len(r)
+            h = [GAP] * len(r)
         aligned_ref += r
         aligned_hyp += h
     return Utterance(key, c, aligned_ref, aligned_hyp, missing)
@@ -78,11 +89,12 @@ def wer_line(c: Counts) -> str:
     return f"%WER {100 * c.rate:.2f} [ {c.errors} / {c.n}, {c.ins} ins, {c.dele} del, {c.sub} sub ]"
 
 
-def report(utterances: list[Utterance], total: Counts, title: str) -> str:
+def report(utterances: list[Utterance], total: Counts, title: str, extra: list[str] = ()) -> str:
+    """Kaldi's compute-wer layout; `extra` lines (intervals, languages) follow the totals."""
     missing = sum(u.missing for u in utterances)
     lines = [title, wer_line(total),
              f"%SER {100 * total.sentence_errors / max(total.sentences, 1):.2f} [ {total.sentence_errors} / {total.sentences} ]",
-             f"Scored {total.sentences} sentences, {missing} not present in hyp (scored as deletions).", ""]
+             f"Scored {total.sentences} sentences, {missing} not present in hyp (scored as deletions).", *extra, ""]
     for u in utterances:
         ref, hyp = _pad(u.ref, u.hyp)
         lines += [f"{u.key}{'  (missing from hyp)' if u.missing else ''}", f"REF: {ref}", f"HYP: {hyp}", wer_line(u.counts), ""]
@@ -106,3 +118,81 @@ def term_recall(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[int, in
             total += in_ref
             found += min(in_ref, count_occurrences(h, t))
     return found, total
+
+
+def read_terms(path: Path, key: str) -> list[str]:
+    """A term list file: one term per line, blank lines and # comments skipped."""
+    if not path.is_file():
+        raise UserError(f"{key}: {path}: not found (a text file, one term per line)")
+    terms = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not terms:
+        raise UserError(f"{key}: {path}: holds no term (one term per line)")
+    return terms
+
+
+def language(token: str) -> str:
+    """zh for a Chinese character, en for a word with a Latin letter, other for the rest (numbers in
+    digits, which numbers_to_arabic makes of Chinese numerals too, and symbols): a Chinese sentence
+    with a number is not mixed speech."""
+    return "zh" if _CHINESE.match(token) else "en" if _LATIN.search(token) else "other"
+
+
+def by_language(u: Utterance) -> dict[str, Counts]:
+    """The utterance's counts per language. Each aligned pair counts for the language of its reference
+    token (a substitution or deletion); an insertion, which has none, for its hypothesis token's."""
+    out = {lang: Counts() for lang in LANGUAGES}
+    for r, h in zip(u.ref, u.hyp):
+        c = out[language(h if r == GAP else r)]
+        if r == GAP:
+            c.ins += 1
+            continue
+        c.n += 1
+        if h == GAP:
+            c.dele += 1
+        elif h != r:
+            c.sub += 1
+    return out
+
+
+def resample_seed(seed: int, test_set: str) -> list[int]:
+    """Each test set draws its own resamples (from score.seed and its name): adding or reordering test
+    sets never changes another one's intervals."""
+    return [seed, zlib.crc32(test_set.encode("utf-8"))]
+
+
+def bootstrap_rates(errors: np.ndarray, ref_tokens: np.ndarray, resamples: int, seed: int | list[int]) -> np.ndarray:
+    """Error rates of `resamples` bootstrap resamples of the utterances (drawn with replacement), for
+    every row (model) of `errors` on the SAME resamples, so two rows compare paired.
+
+    errors: models x utterances; ref_tokens: utterances. A resample's rate is its errors over its
+    reference tokens, pooled as the CER itself is, not a mean of per-utterance rates."""
+    errors = np.atleast_2d(np.asarray(errors, dtype=np.int64))
+    ref_tokens = np.asarray(ref_tokens, dtype=np.int64)
+    n = ref_tokens.shape[0]
+    rng = np.random.default_rng(seed)
+    rows = max(1, 2_000_000 // max(n, 1))  # resamples per chunk: index memory stays ~16 MB on large test sets
+    out = []
+    for start in range(0, resamples, rows):
+        idx = rng.integers(0, n, size=(min(rows, resamples - start), n))
+        out.append(resample_rates(errors, ref_tokens, idx))
+    return np.concatenate(out, axis=1)
+
+
+def resample_rates(errors: np.ndarray, ref_tokens: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Error rates of the resamples given as rows of utterance indices (models x resamples); a resample
+    with no reference token scores 1 if it has an insertion, else 0 (as Counts.rate)."""
+    errors = np.atleast_2d(np.asarray(errors, dtype=np.int64))
+    e = errors[:, indices].sum(axis=2)
+    n = np.asarray(ref_tokens, dtype=np.int64)[indices].sum(axis=1)
+    return np.where(n > 0, e / np.maximum(n, 1), (e > 0).astype(np.float64))
+
+
+def interval95(values: np.ndarray) -> tuple[float, float]:
+    """The percentile 95% interval (2.5th and 97.5th percentiles, numpy's linear interpolation), rounded as the metrics are."""
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return round(float(lo), 4), round(float(hi), 4)
+
+
+def significant(lo: float, hi: float) -> bool:
+    """A change whose interval excludes zero; one that touches or crosses zero is not significant."""
+    return lo > 0 or hi < 0

@@ -1,9 +1,13 @@
-"""score: CER per model x test set, base vs merged side by side, plus what it means.
+"""score: CER per model x test set, base vs merged side by side, plus what it means and how sure it is.
 
-metrics/cer.json reads at a glance in `dvc metrics diff`: `cer.<corpus>.<model>`,
-`change.<corpus>` (merged - base; negative is better), `domain_gain` (base - merged on the domain
-test sets; positive is better), `general_change` (merged - base on general speech; positive is
-forgetting) and `term_recall.<corpus>.<model>`. Kaldi-style reports go to data/score/.
+metrics/cer.json reads at a glance in `dvc metrics diff`: `cer.<corpus>.<model>` with its 95%
+bootstrap interval `cer_ci95.<corpus>.<model>.lo/.hi`, `change.<corpus>` (merged - base; negative is
+better) with its paired interval `change_ci95.<corpus>.lo/.hi` and `change_significant.<corpus>`
+(the interval excludes zero), `cer_by_language.<corpus>.<model>.zh/.en` where a test set mixes
+Chinese and English, `domain_gain` (base - merged on the domain test sets; positive is better),
+`general_change` (merged - base on general speech; positive is forgetting) and
+`term_recall.<corpus>.<model>`. Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
+prints a list as text, a scalar with its numeric change. Kaldi-style reports go to data/score/.
 """
 
 from __future__ import annotations
@@ -12,64 +16,132 @@ import csv
 import json
 from pathlib import Path
 
-from asrtune import params, paths
+import numpy as np
+
+from asrtune import params, paths, scoring
+from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 from asrtune.normalization import normalize
-from asrtune.scoring import Counts, align, report, term_recall
+from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, read_terms, report,
+                             resample_seed, significant, term_recall, wer_line)
 
 METRICS = Path("metrics/cer.json")
 PLOT = Path("plots/cer.csv")
 REPORTS = Path("data/score")
+LANGUAGES = ("zh", "en")  # reported when a test set's references hold both; `other` (numbers, symbols) only in the reports
 
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
+def _terms(corpus: str, spec, p: params.Params) -> list[str]:
+    """data.corpora.<c>.terms when set (any corpus), else the list a demo topic's ingest wrote."""
+    if spec.terms is not None:
+        lines = read_terms(Path(spec.terms), f"data.corpora.{corpus}.terms")
+    else:
+        demo = paths.ingest_dir(corpus) / "terms.txt"
+        lines = demo.read_text(encoding="utf-8").splitlines() if demo.is_file() else []
+    return [normalize(t, p.normalize) for t in lines if t.strip()]
+
+
+def _rows(corpus: str) -> dict[str, list[dict]]:
+    """Each model's normalized rows; both must score the same test utterances, in the same order."""
+    rows = {m: list(read_jsonl(paths.normalized_file(m, corpus), stage_hint=f"normalize@{m}-{corpus}")) for m in paths.DECODED_MODELS}
+    keys = {m: [r["key"] for r in rs] for m, rs in rows.items()}
+    first, *others = paths.DECODED_MODELS
+    for m in others:
+        if keys[m] != keys[first]:
+            raise UserError(f"{paths.normalized_file(m, corpus)}: not the test utterances of {paths.normalized_file(first, corpus)} "
+                            f"(dvc repro normalize@{first}-{corpus} normalize@{m}-{corpus})")
+    return rows
+
+
+def _languages(utts: list[Utterance]) -> dict[str, Counts]:
+    out = {lang: Counts() for lang in scoring.LANGUAGES}
+    for u in utts:
+        for lang, c in by_language(u).items():
+            out[lang].add(c)
+    return out
+
+
 def run() -> None:
     """Write metrics/cer.json, plots/cer.csv and data/score/<model>/<corpus>.txt."""
     p = params.load()
-    metrics = {"cer": {}, "ser": {}, "n": {}, "change": {}, "term_recall": {}}
+    metrics = {"cer": {}, "cer_ci95": {}, "ser": {}, "n": {}, "change": {}, "change_ci95": {}, "change_significant": {},
+               "cer_by_language": {}, "n_by_language": {}, "term_recall": {}}
     plot_rows = []
     for corpus, spec in p.data.corpora.items():
-        terms_file = paths.ingest_dir(corpus) / "terms.txt"
-        lines = terms_file.read_text(encoding="utf-8").splitlines() if terms_file.is_file() else []
-        terms = [normalize(t, p.normalize) for t in lines if t.strip()]
+        terms = _terms(corpus, spec, p)
+        rows = _rows(corpus)
+        utts = {m: [align(r["key"], r["ref"], r["hyp"], r["missing"]) for r in rs] for m, rs in rows.items()}
+        # every model on the same resampled utterances: each CER's interval, and the change's, paired
+        errors = np.array([[u.counts.errors for u in utts[m]] for m in paths.DECODED_MODELS])
+        ref_tokens = np.array([u.counts.n for u in utts[paths.DECODED_MODELS[0]]])
+        rates = dict(zip(paths.DECODED_MODELS, bootstrap_rates(errors, ref_tokens, p.score.bootstrap, resample_seed(p.score.seed, corpus))))
+        langs = {m: _languages(us) for m, us in utts.items()}
+        mixed = all(langs["base"][lang].n for lang in LANGUAGES)  # the references hold both languages
         for model in paths.DECODED_MODELS:
-            rows = list(read_jsonl(paths.normalized_file(model, corpus), stage_hint=f"normalize@{model}-{corpus}"))
-            utts = [align(r["key"], r["ref"], r["hyp"], r["missing"]) for r in rows]
             total = Counts()
-            for u in utts:
+            for u in utts[model]:
                 total.add(u.counts)
+            lo, hi = interval95(rates[model])
+            extra = [f"%CER 95% interval [ {lo:.4f}, {hi:.4f} ] ({p.score.bootstrap} bootstrap resamples of the "
+                     f"{total.sentences} utterances, seed {p.score.seed})"]
+            if mixed:
+                extra += [f"{lang}: {wer_line(c)}" for lang, c in langs[model].items() if lang in LANGUAGES or c.n or c.ins]
             out = REPORTS / model / f"{corpus}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(report(utts, total, f"{model} on {corpus} test ({spec.role})") + "\n", encoding="utf-8")
+            out.write_text(report(utts[model], total, f"{model} on {corpus} test ({spec.role})", extra) + "\n", encoding="utf-8")
             metrics["cer"].setdefault(corpus, {})[model] = round(total.rate, 4)
+            metrics["cer_ci95"].setdefault(corpus, {})[model] = {"lo": lo, "hi": hi}
             metrics["ser"].setdefault(corpus, {})[model] = round(total.sentence_errors / max(total.sentences, 1), 4)
             metrics["n"][corpus] = total.n
+            if mixed:
+                metrics["cer_by_language"].setdefault(corpus, {})[model] = {lang: round(langs[model][lang].rate, 4) for lang in LANGUAGES}
+                metrics["n_by_language"][corpus] = {lang: langs[model][lang].n for lang in LANGUAGES}
             if terms:
-                found, occurrences = term_recall([(r["ref"], r["hyp"]) for r in rows], terms)
+                found, occurrences = term_recall([(r["ref"], r["hyp"]) for r in rows[model]], terms)
                 metrics["term_recall"].setdefault(corpus, {})[model] = round(found / occurrences, 4) if occurrences else None
-            plot_rows.append({"test_set": f"{corpus} / {model}", "corpus": corpus, "model": model, "cer": round(total.rate, 4)})
+            plot_rows.append({"test_set": f"{corpus} / {model}", "corpus": corpus, "model": model, "cer": round(total.rate, 4),
+                              "cer_lo": lo, "cer_hi": hi})
         metrics["change"][corpus] = round(metrics["cer"][corpus]["merged"] - metrics["cer"][corpus]["base"], 4)
+        lo, hi = interval95(rates["merged"] - rates["base"])
+        metrics["change_ci95"][corpus] = {"lo": lo, "hi": hi}
+        metrics["change_significant"][corpus] = significant(lo, hi)
     roles = {c: s.role for c, s in p.data.corpora.items()}
     metrics["domain_gain"] = _mean([-metrics["change"][c] for c, r in roles.items() if r == "domain"])
     metrics["general_change"] = _mean([metrics["change"][c] for c, r in roles.items() if r == "general"])
-    if not metrics["term_recall"]:
-        del metrics["term_recall"]
+    for key in ("cer_by_language", "n_by_language", "term_recall"):
+        if not metrics[key]:
+            del metrics[key]
 
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     with open(PLOT, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "cer"], lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "cer", "cer_lo", "cer_hi"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(plot_rows)
+    _print(metrics, roles, p.score)
 
-    print(f"{'test set':<16}{'role':<9}{'N':>6}{'CER base':>10}{'CER merged':>12}{'change':>9}")
-    for corpus in p.data.corpora:
-        c = metrics["cer"][corpus]
-        print(f"{corpus:<16}{roles[corpus]:<9}{metrics['n'][corpus]:>6}{c['base']:>10.4f}{c['merged']:>12.4f}{metrics['change'][corpus]:>+9.4f}")
+
+def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
+    def ci(d: dict) -> str:
+        return f"[{d['lo']:.4f}, {d['hi']:.4f}]"
+
+    print(f"95% intervals: {score.bootstrap} bootstrap resamples of each test set's utterances (seed {score.seed}); "
+          "change: merged - base, paired (* = the interval excludes zero)")
+    print(f"{'test set':<16}{'role':<9}{'N':>6}  {'CER base [95%]':<27}{'CER merged [95%]':<27}change [95%]")
+    for corpus, role in roles.items():
+        c, i = metrics["cer"][corpus], metrics["cer_ci95"][corpus]
+        flag = "*" if metrics["change_significant"][corpus] else " "
+        print(f"{corpus:<16}{role:<9}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} "
+              f"{c['merged']:.4f} {ci(i['merged']):<19} {metrics['change'][corpus]:+.4f}{flag} {ci(metrics['change_ci95'][corpus])}")
+    for corpus, by in metrics.get("cer_by_language", {}).items():
+        n = metrics["n_by_language"][corpus]
+        print(f"by language {corpus}: " + "; ".join(f"{lang} (N {n[lang]}) base {by['base'][lang]:.4f}, merged {by['merged'][lang]:.4f}"
+                                                    for lang in LANGUAGES))
     for corpus, tr in metrics.get("term_recall", {}).items():
         print(f"term recall {corpus}: base {tr['base']}, merged {tr['merged']}")
     print(f"domain gain {metrics['domain_gain']}, general change (forgetting if > 0) {metrics['general_change']}; reports in {REPORTS}/")
