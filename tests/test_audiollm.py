@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from conftest import asrtune, assert_one_line_error, in_process, params_for
+from conftest import asrtune, in_process, params_for
 
 from asrtune import checkpoint
 from asrtune.chatml import examples
@@ -301,16 +301,18 @@ def test_hotwords_become_the_prompts_context(arch_data, tmp_path):
 
 
 def test_lora_targets_that_the_llm_lacks_are_named(arch_data, tmp_path):
+    from asrtune.errors import UserError
+
     data, source = arch_data
-    if "fun" not in source.name:
-        pytest.skip("one architecture is enough for an error path that runs the CLI (10 s of imports)")
     repo = tmp_path / "repo"
     shutil.copytree(data, repo)
-    params_for(repo, source, **{"train.lora.target_modules": ["q_proj", "fc1"]})  # fc1 is in the audio tower only
-    assert_one_line_error(asrtune(repo, "finetune", "s1", ok=False), "'fc1' names no linear layer", "q_proj")
+    with pytest.raises(UserError, match="'fc1' names no linear layer .*q_proj"):  # fc1 is in the audio tower only
+        finetune(repo, source, **{"train.lora.target_modules": ["q_proj", "fc1"]})
 
 
 def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(arch_data):
+    if "qwen" in arch_data[1].name:
+        pytest.skip("the Trainer path this checks is the same for both architectures; Fun-ASR-Nano runs it")
     from conftest import assert_same_step, first_step
 
     repo = arch_data[0]
@@ -319,6 +321,8 @@ def test_gradient_accumulation_gives_the_gradients_of_one_big_batch(arch_data):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(arch_data):
+    if "qwen" in arch_data[1].name:
+        pytest.skip("the Trainer path this checks is the same for both architectures; Fun-ASR-Nano runs it")
     from conftest import assert_same_step, first_step
 
     plain = first_step(arch_data[0], 8, 1, freeze=(True, False, False), n=8)
@@ -330,6 +334,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(arch_data):
 def test_bf16_trains_and_decodes_on_cpu(arch_data, tmp_path):
     """bf16 autocast through the finetune stage (cached tower, adaptor, LoRA: the splice and the
     learned-positions loss), then a bf16 decode."""
+    if "qwen" in arch_data[1].name:
+        pytest.skip("the Trainer path this checks is the same for both architectures; Fun-ASR-Nano runs it")
     from asrtune.stages import decode, merge
     from asrtune.stages import finetune as finetune_stage
 
