@@ -350,3 +350,9 @@ def test_bf16_trains_and_decodes_on_cpu(arch_data, tmp_path):
     in_process(repo, merge)
     assert "bfloat16" in in_process(repo, decode, "merged", "medical")
     assert (repo / "data/decode/merged/medical.tsv").read_text().count("\n") > 0
+
+
+def test_the_family_table_names_every_architecture_the_families_know():
+    from asrtune.families import AUDIOLLM_TYPES
+
+    assert set(audiollm.ARCHS) == set(AUDIOLLM_TYPES)  # families.of() and the audiollm family agree

@@ -12,8 +12,9 @@ import pytest
 from asrtune.errors import UserError
 from asrtune.normalization import normalize, tokens
 from asrtune.params import Normalize
-from asrtune.scoring import (Counts, align, bootstrap_rates, by_language, interval95, language, read_terms, report,
+from asrtune.scoring import (Counts, align, bootstrap_rates, by_language, interval95, language, report,
                              resample_rates, resample_seed, significant, term_recall, wer_line)
+from asrtune.terms import read_terms
 
 ALL = Normalize()
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jiwer
 import numpy as np
 
-from asrtune.errors import UserError
 from asrtune.normalization import _CJK, tokens
 
 GAP = "***"  # the other side of an insertion or deletion in an alignment (never a token: tokens are one character or a word)
@@ -118,16 +116,6 @@ def term_recall(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[int, in
             total += in_ref
             found += min(in_ref, count_occurrences(h, t))
     return found, total
-
-
-def read_terms(path: Path, key: str) -> list[str]:
-    """A term list file: one term per line, blank lines and # comments skipped."""
-    if not path.is_file():
-        raise UserError(f"{key}: {path}: not found (a text file, one term per line)")
-    terms = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not terms:
-        raise UserError(f"{key}: {path}: holds no term (one term per line)")
-    return terms
 
 
 def language(token: str) -> str:

@@ -22,8 +22,9 @@ from asrtune import params, paths, scoring
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 from asrtune.normalization import normalize
-from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, read_terms, report,
+from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, report,
                              resample_seed, significant, term_recall, wer_line)
+from asrtune.terms import read_terms
 
 METRICS = Path("metrics/cer.json")
 PLOT = Path("plots/cer.csv")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +38,15 @@ class Arch:
     of the features is (Fun-ASR: (frames, 560) stacked fbank; Qwen3-ASR: (128 mels, frames), padded
     to a multiple of `time_multiple` frames)."""
 
+    processor: str  # its processor class (a Prompt or features() only has the processor in hand)
     hotwords_as: str  # the apply_transcription_request argument that takes them
     time_axis: int
     time_multiple: int = 1
 
 
 ARCHS = {  # one per families.AUDIOLLM_TYPES
-    "fun_asr_nano": Arch(hotwords_as="keywords", time_axis=0),
-    "qwen3_asr": Arch(hotwords_as="prompt", time_axis=1, time_multiple=100),
+    "fun_asr_nano": Arch(processor="FunAsrNanoProcessor", hotwords_as="keywords", time_axis=0),
+    "qwen3_asr": Arch(processor="Qwen3ASRProcessor", hotwords_as="prompt", time_axis=1, time_multiple=100),
 }
 
 
@@ -122,7 +122,7 @@ class Prompt:
 
     def __init__(self, processor, language: str | None, hotwords: list[str] | None = None):
         self.processor, self.tokenizer = processor, processor.tokenizer
-        arch = ARCHS[_model_type(processor)]
+        self.arch = arch = _arch_of_processor(processor)
         extra = {arch.hotwords_as: hotwords if arch.hotwords_as == "keywords" else "，".join(hotwords)} if hotwords else {}
         try:
             self.text = processor.apply_transcription_request([np.zeros(1, np.float32)], language=language, tokenize=False, **extra)[0]
@@ -130,23 +130,31 @@ class Prompt:
             raise UserError(f"model.language={language!r}: {str(e).splitlines()[0]}") from None
         self.end = self.tokenizer.convert_tokens_to_ids(END)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end
-        self.ids = lru_cache(maxsize=None)(self._ids)
+        self._by_length: dict[int, tuple[int, ...]] = {}  # the ids depend on the clip's length only
 
-    def _ids(self, num_samples: int) -> tuple[int, ...]:
-        # the processor itself decides how many audio tokens a clip of this length gets
-        out = self.processor(text=[self.text], audio=[np.zeros(num_samples, np.float32)], return_tensors="pt")
-        return tuple(out["input_ids"][0].tolist())
+    def clip(self, audio: np.ndarray) -> tuple[tuple[int, ...], torch.Tensor]:
+        """(prompt ids, features) of one clip, from one processor call: the processor itself decides how
+        many audio tokens a clip of this length gets."""
+        out = self.processor(text=[self.text], audio=[audio], return_tensors="pt")
+        self._by_length[len(audio)] = tuple(out["input_ids"][0].tolist())
+        return self._by_length[len(audio)], _valid_frames(out, self.arch.time_axis)
+
+    def ids(self, num_samples: int) -> tuple[int, ...]:
+        """The prompt ids for a clip of `num_samples` (training knows the length; the audio may be cached)."""
+        if num_samples not in self._by_length:
+            self.clip(np.zeros(num_samples, np.float32))
+        return self._by_length[num_samples]
 
     def target(self, text: str) -> list[int]:
         """The transcript as generation produces it (tokenized on its own, after the prompt), then <|im_end|>."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
 
 
-def _model_type(processor) -> str:
+def _arch_of_processor(processor) -> Arch:
     name = type(processor).__name__
-    for model_type, prefix in (("fun_asr_nano", "FunAsrNano"), ("qwen3_asr", "Qwen3ASR")):
-        if name.startswith(prefix):
-            return model_type
+    for arch in ARCHS.values():
+        if arch.processor == name:
+            return arch
     raise UserError(f"the audiollm family has no prompt for a {name} (known: {', '.join(AUDIOLLM_TYPES)})")
 
 
@@ -166,14 +174,16 @@ def item_maker(model, processor, p):
 def features(processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
     """Each clip's features on its own, trimmed to the frames that hold audio: the same values whatever
     else is in the batch (a batched extractor pads the waveform, which changes the last frames)."""
-    axis, out = ARCHS[_model_type(processor)].time_axis, []
-    for a in audio:
-        f = processor.feature_extractor([a], sampling_rate=16000, padding=True, return_tensors="pt", return_attention_mask=True)
-        mask = f.get("input_features_mask", f.get("attention_mask"))
-        valid = int(mask[0].sum())
-        x = f["input_features"][0]
-        out.append(x[:valid] if axis == 0 else x[:, :valid])  # (frames, d) or (mels, frames)
-    return out
+    axis = _arch_of_processor(processor).time_axis
+    return [_valid_frames(processor.feature_extractor([a], sampling_rate=16000, padding=True, return_tensors="pt",
+                                                      return_attention_mask=True), axis) for a in audio]
+
+
+def _valid_frames(one_clip, axis: int) -> torch.Tensor:
+    """The features of a one-clip extractor (or processor) output, trimmed to its mask: (frames, d) or (mels, frames)."""
+    mask = one_clip.get("input_features_mask", one_clip.get("attention_mask"))
+    x, valid = one_clip["input_features"][0], int(mask[0].sum())
+    return x[:valid] if axis == 0 else x[:, :valid]
 
 
 def _pad_time(clips: list[torch.Tensor], axis: int, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,25 +291,20 @@ def _parse(processor, ids) -> list[str]:
 
 
 def read_hotwords(path: str | None) -> list[str] | None:
-    """decode.hotwords: a term list file, one term per line (blank lines and # comments skipped)."""
-    if not path:
-        return None
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"decode.hotwords: {file}: not found (a text file, one term per line)")
-    terms = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
-    if not terms:
-        raise UserError(f"decode.hotwords: {file}: holds no term")
-    return terms
+    """decode.hotwords: a term list file, as score's term lists (asrtune.terms)."""
+    from asrtune.terms import read_terms
+
+    return read_terms(Path(path), "decode.hotwords") if path else None
 
 
 def generation_inputs(model, processor, audio: list[np.ndarray], language: str | None, hotwords: list[str] | None = None):
     """(inputs for generate(), the prompt): the checkpoint's prompt per clip, left-padded, and the clips' features."""
     arch = arch_of(model)
     prompt = Prompt(processor, language, hotwords)
-    inputs = text_batch([torch.tensor(prompt.ids(len(a))) for a in audio], prompt.pad, side="left")
+    clips = [prompt.clip(a) for a in audio]  # ids and features from one processor call per clip
+    inputs = text_batch([torch.tensor(ids) for ids, _ in clips], prompt.pad, side="left")
     inputs.pop("position_ids")  # generate() counts them from the attention mask
-    inputs["input_features"], inputs["input_features_mask"] = _pad_time(features(processor, audio), arch.time_axis, arch.time_multiple)
+    inputs["input_features"], inputs["input_features_mask"] = _pad_time([f for _, f in clips], arch.time_axis, arch.time_multiple)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
     return inputs, prompt
