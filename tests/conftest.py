@@ -119,8 +119,10 @@ def params_for(tmp: Path, tiny_whisper_dir: Path, **overrides) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["model"]["base"] = str(tiny_whisper_dir)
     params["data"]["corpora"] = {
-        "general": {"role": "general", "source": str(REPO / "demo/general.yaml"), "utterances": 24, "speakers": 6},
-        "medical": {"role": "domain", "source": str(REPO / "demo/medical.yaml"), "utterances": 12, "speakers": 4},
+        "general": {"role": "general", "source": str(REPO / "demo/general.yaml"), "utterances": 24, "speakers": 6,
+                    "voice": "espeak"},  # eSpeak: the fast voice (the demo's Kokoro is tested in test_demo.py)
+        "medical": {"role": "domain", "source": str(REPO / "demo/medical.yaml"), "utterances": 12, "speakers": 4,
+                    "voice": "espeak"},
     }
     params["train"]["batch_size"] = 4
     for stage in params["train"]["stages"].values():

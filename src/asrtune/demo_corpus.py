@@ -1,14 +1,14 @@
-"""Offline demo corpora: Mandarin sentences from a topic file (demo/<topic>.yaml: templates,
-slots, which slots are domain terms) spoken by eSpeak NG with several "speakers" (voice variant,
-rate, pitch). The same topic file and params give the same bytes.
+"""Offline demo corpora: the written sentences of a topic file (demo/<topic>.yaml: `sentences`, and a domain's
+`terms`) spoken by several synthetic speakers, each sentence once. Voices: kokoro (a neural voice; a speaker is
+a blend of two of its styles at some speed) or espeak (eSpeak NG's robotic Mandarin: a voice variant, rate and
+pitch; fast, for tests). The same topic file and params give the same bytes.
 """
 
 from __future__ import annotations
 
 import random
-import string
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -16,79 +16,128 @@ import yaml
 from asrtune.errors import UserError
 from asrtune.sources import Candidate
 
-# Voice variants whose output is reproducible. The breathy ones (f2, f3, f5) add noise that differs
+# eSpeak voice variants whose output is reproducible. The breathy ones (f2, f3, f5) add noise that differs
 # from run to run even on a fresh library instance, so they would break "same params, same bytes".
-VOICES = ["cmn", "cmn+f1", "cmn+m1", "cmn+f4", "cmn+m2", "cmn+m3", "cmn+m4", "cmn+m5", "cmn+m6", "cmn+m7", "cmn+m8"]
+ESPEAK_VOICES = ["cmn", "cmn+f1", "cmn+m1", "cmn+f4", "cmn+m2", "cmn+m3", "cmn+m4", "cmn+m5", "cmn+m6", "cmn+m7", "cmn+m8"]
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    line: int  # in the topic file
 
 
 @dataclass(frozen=True)
 class Topic:
-    templates: list[str]
-    slots: dict[str, list[str]]
-    terms: list[str]  # the domain term list, sorted
+    sentences: list[Sentence]
+    terms: list[str]  # the domain term list, in file order
 
 
 @dataclass(frozen=True)
 class Speaker:
     id: str
-    voice: str
-    rate: int
-    pitch: int
+    voice: str  # espeak: a voice variant; kokoro: unused (see styles)
+    rate: float  # espeak: words per minute; kokoro: speed (1 = the model's own)
+    pitch: int = 50  # espeak only
+    styles: dict[str, float] = field(default_factory=dict)  # kokoro: style name -> weight
+
+    def describe(self) -> str:
+        if self.styles:
+            return " + ".join(f"{w:.2f} {name}" for name, w in self.styles.items()) + f", speed {self.rate:.2f}"
+        return f"{self.voice}, rate {self.rate:g}, pitch {self.pitch}"
 
 
 def load_topic(path: Path) -> Topic:
+    """Read and check a topic file; every problem names the file and line."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        templates, slots, term_slots = raw["templates"], raw["slots"], raw.get("terms") or []
+        root = yaml.compose(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: demo topic file not found") from None
-    except (yaml.YAMLError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: not a demo topic (needs `templates` and `slots`): {e}") from None
-    for template in templates:
-        for _, slot, _, _ in string.Formatter().parse(template):
-            if slot is not None and slot not in slots:
-                raise UserError(f"{path}: template {template!r} uses slot {{{slot}}} that `slots` does not define")
-    unknown = [s for s in term_slots if s not in slots]
-    if unknown:
-        raise UserError(f"{path}: `terms` names slots that do not exist: {unknown}")
-    terms = sorted({value for s in term_slots for value in slots[s]})
-    return Topic(list(templates), {k: list(v) for k, v in slots.items()}, terms)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not YAML: {e}") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise UserError(f"{path}: a demo topic is a mapping with `sentences` (and a domain's `terms`)")
+    nodes = {k.value: v for k, v in root.value}
+    if "templates" in nodes:
+        raise UserError(f"{path}: `templates` and `slots` are gone: a demo topic lists its written `sentences` "
+                        "(slot-filled templates taught a model the templates, not the domain)")
+    sentences = _strings(path, nodes.get("sentences"), "sentences")
+    terms = _strings(path, nodes.get("terms"), "terms") if "terms" in nodes else []
+    if not sentences:
+        raise UserError(f"{path}: no `sentences`")
+    first: dict[str, int] = {}
+    for text, line in sentences:
+        bare = "".join(c for c in text if c.isalnum())
+        if bare in first:
+            raise UserError(f"{path}:{line}: repeats the sentence on line {first[bare]} (test sentences must never be trained on)")
+        first[bare] = line
+    for term, line in terms:
+        if not any(term in text for text, _ in sentences):
+            raise UserError(f"{path}:{line}: term {term!r} occurs in no sentence")
+    return Topic([Sentence(t, n) for t, n in sentences], [t for t, _ in terms])
 
 
-def speakers(count: int, rng: random.Random) -> list[Speaker]:
-    return [
-        Speaker(f"spk{i + 1:02d}", VOICES[i % len(VOICES)], rng.randrange(140, 211, 5), rng.randrange(25, 76, 5))
-        for i in range(count)
-    ]
+def _strings(path: Path, node, key: str) -> list[tuple[str, int]]:
+    if not isinstance(node, yaml.SequenceNode):
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        raise UserError(f"{path}{line}: `{key}` must be a list of strings")
+    out = []
+    for item in node.value:
+        line = item.start_mark.line + 1
+        if not isinstance(item, yaml.ScalarNode) or not item.value.strip():
+            raise UserError(f"{path}:{line}: an item of `{key}` that is not a non-empty string")
+        out.append((item.value.strip(), line))
+    return out
 
 
-def sentences(topic: Topic, count: int, rng: random.Random, name: str) -> list[str]:
-    """`count` distinct sentences (distinct, so a test sentence is never a copy of a training one)."""
-    out: list[str] = []
-    seen: set[str] = set()
-    misses = 0
-    while misses < 5000:  # that many repeats in a row: the templates are exhausted
-        template = rng.choice(topic.templates)
-        text = template.format(**{k: rng.choice(v) for k, v in topic.slots.items() if "{" + k + "}" in template})
-        if text in seen:
-            misses += 1
-            continue
-        misses = 0
-        seen.add(text)
-        out.append(text)
-        if len(out) == count:
-            return out
-    raise UserError(f"{name}: the templates give only {len(out)} distinct sentences, fewer than the {count} asked for")
+def espeak_speakers(count: int, rng: random.Random) -> list[Speaker]:
+    return [Speaker(f"spk{i + 1:02d}", ESPEAK_VOICES[i % len(ESPEAK_VOICES)], rng.randrange(140, 211, 5), rng.randrange(25, 76, 5))
+            for i in range(count)]
 
 
-def read_demo(path: Path, utterances: int, num_speakers: int, seed: int) -> Iterator[Candidate]:
-    from asrtune.espeak import Espeak
+def kokoro_speakers(count: int, rng: random.Random, styles: list[str]) -> list[Speaker]:
+    """Blends of two styles, neither below 20%, at 0.9-1.1x speed: no speaker is one of the shipped voices,
+    and each topic (its own seed) gets speakers of its own."""
+    out = []
+    for i in range(count):
+        a, b = sorted(rng.sample(styles, 2))
+        w = round(rng.uniform(0.2, 0.8), 2)
+        out.append(Speaker(f"spk{i + 1:02d}", "kokoro", round(rng.uniform(0.9, 1.1), 2), styles={a: w, b: round(1 - w, 2)}))
+    return out
 
+
+def pick(topic: Topic, utterances: int | None, rng: random.Random, path: Path) -> list[Sentence]:
+    """`utterances` of the topic's sentences (None: all), in a seeded order that mixes each speaker's share."""
+    if utterances is not None and utterances > len(topic.sentences):
+        raise UserError(f"{path}: has {len(topic.sentences)} sentences, fewer than the {utterances} asked for "
+                        "(each sentence is spoken once, so a test sentence is never a training one)")
+    chosen = list(topic.sentences)
+    rng.shuffle(chosen)
+    return chosen[:utterances]
+
+
+def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, voice: str = "kokoro",
+              say=print) -> Iterator[Candidate]:
     topic = load_topic(path)
     rng = random.Random(f"{path.stem}:{seed}")
-    voices = speakers(num_speakers, rng)
-    engine = Espeak()  # a fresh instance: same calls in the same order give the same samples
-    for i, text in enumerate(sentences(topic, utterances, rng, str(path))):
+    chosen = pick(topic, utterances, rng, path)
+    if voice == "kokoro":
+        from asrtune.kokoro import Kokoro
+
+        engine = Kokoro()
+        voices = kokoro_speakers(num_speakers, rng, sorted(engine.voices))
+    else:
+        from asrtune.espeak import Espeak
+
+        engine = Espeak()  # a fresh instance: same calls in the same order give the same samples
+        voices = espeak_speakers(num_speakers, rng)
+    say(f"{path}: {len(chosen)} sentences, {len(voices)} {voice} speakers: "
+        + "; ".join(f"{s.id} {s.describe()}" for s in voices))
+    for i, sentence in enumerate(chosen):
         spk = voices[i % len(voices)]
-        samples = engine.synth(text, spk.voice, spk.rate, spk.pitch)
-        yield Candidate(f"{spk.id}-{i:05d}", (samples, engine.sample_rate), text, spk.id, f"{path}#{i + 1}")
+        where = f"{path}:{sentence.line}"
+        if voice == "kokoro":
+            samples = engine.synth(sentence.text, spk.styles, spk.rate, where)
+        else:
+            samples = engine.synth(sentence.text, spk.voice, int(spk.rate), spk.pitch)
+        yield Candidate(f"{spk.id}-{i:05d}", (samples, engine.sample_rate), sentence.text, spk.id, where)

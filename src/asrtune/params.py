@@ -48,8 +48,9 @@ class Corpus(Strict):
     # a demo topic (demo/<topic>.yaml), a Kaldi dir, a folder of audio + .txt, a .csv/.tsv, or a Fun-ASR ChatML .jsonl
     source: str
     format: Literal["auto", "demo", "kaldi", "folder", "csv", "chatml"] = "auto"
-    utterances: Annotated[int, Field(gt=0)] = 400  # demo only
+    utterances: Annotated[int, Field(gt=0)] | None = None  # demo only: how many of the topic's sentences; None = all
     speakers: Annotated[int, Field(gt=0)] = 20  # demo only
+    voice: Literal["kokoro", "espeak"] = "kokoro"  # demo only: kokoro (neural) | espeak (robotic, fast)
     seed: int = 0  # demo only
     path_column: str | None = None  # csv only: default path|audio|wav|file
     text_column: str | None = None  # csv only: default text|transcript|sentence

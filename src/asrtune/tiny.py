@@ -93,13 +93,13 @@ def tiny_qwen_tokenizer(texts: list[str]):
 
 
 def demo_texts(demo_dir: Path) -> list[str]:
-    """Every template and slot value of the demo topics: what the tiny tokenizer is trained on."""
+    """Every sentence and term of the demo topics: what the tiny tokenizer is trained on."""
     import yaml
 
     texts = []
     for topic in sorted(demo_dir.glob("*.yaml")):
         spec = yaml.safe_load(topic.read_text(encoding="utf-8"))
-        texts += spec.get("templates", []) + [str(v) for values in spec.get("slots", {}).values() for v in values]
+        texts += spec.get("sentences", []) + spec.get("terms", [])
     return texts
 
 

@@ -33,7 +33,7 @@ def read_items(corpus: Corpus, fmt: str) -> Iterator[Item]:
     if fmt == "demo":
         from asrtune.demo_corpus import read_demo
 
-        return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed)
+        return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice)
     if fmt == "kaldi":
         return read_kaldi(src)
     if fmt == "folder":
