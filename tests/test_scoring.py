@@ -13,7 +13,7 @@ from asrtune.errors import UserError
 from asrtune.normalization import normalize, tokens
 from asrtune.params import Normalize
 from asrtune.scoring import (Counts, align, bootstrap_rates, by_language, interval95, language, report,
-                             resample_rates, resample_seed, significant, term_recall, wer_line)
+                             resample_rates, resample_seed, significant, term_counts, term_recall, wer_line)
 from asrtune.terms import read_terms
 
 ALL = Normalize()
@@ -103,6 +103,16 @@ def test_errors_split_by_language_on_a_mixed_sentence():
     assert zh.errors + en.errors == u.counts.errors and zh.n + en.n == u.counts.n
     assert (zh.rate, en.rate) == (2 / 5, 1.0)
     assert (language("检"), language("ct"), language("3"), language("3d")) == ("zh", "en", "other", "en")
+
+
+def test_term_counts_per_utterance_give_recall_and_its_interval_by_hand():
+    """Two utterances with one term each, the first found, the second missed. The four resamples of two
+    have recall 1, 1/2, 1/2, 0 (pooled as the CER is): 1 - the miss rate on the same resamples."""
+    found, total = term_counts([("服用阿司匹林", "服用阿司匹林"), ("复查胸部ct", "复查胸部city")], ["阿司匹林", "胸部ct"])
+    assert found.tolist() == [1, 0] and total.tolist() == [1, 1]
+    recall = 1 - resample_rates(total - found, total, np.array([[0, 0], [0, 1], [1, 0], [1, 1]]))[0]
+    assert recall.tolist() == [1.0, 0.5, 0.5, 0.0]
+    assert interval95(recall) == (round(0.075 * 0.5, 4), round(1 - 0.075 * 0.5, 4))  # positions 0.075 and 2.925 of 3
 
 
 def test_a_resample_rate_pools_errors_over_tokens():
@@ -214,6 +224,11 @@ def test_score_reports_intervals_paired_changes_and_languages(scored_repo):
     # (general's numbers are neither: a Chinese sentence with a number is not mixed speech)
     assert set(m["cer_by_language"]) == {"medical"} and m["n_by_language"]["medical"] == {"zh": 30 * 9, "en": 30 * 2}
     assert m["cer_by_language"]["medical"] == {"base": {"zh": round(30 / 270, 4), "en": 1.0}, "merged": {"zh": 0.0, "en": 0.1}}
+    ci = m["cer_by_language_ci95"]["medical"]
+    assert ci["merged"]["zh"] == {"lo": 0.0, "hi": 0.0} and ci["merged"]["en"]["lo"] <= 0.1 <= ci["merged"]["en"]["hi"]
+    # one test set per role: the summary intervals are that test set's (the gain's mirrored)
+    assert m["general_change_ci95"] == m["change_ci95"]["general"]
+    assert m["domain_gain_ci95"] == {"lo": -m["change_ci95"]["medical"]["hi"], "hi": -m["change_ci95"]["medical"]["lo"]}
     report = (scored_repo / "data/score/base/medical.txt").read_text(encoding="utf-8")
     assert "%CER 95% interval [ " in report and "\nzh: %WER " in report and "\nen: %WER " in report
     # the same params give the same bytes; another seed other intervals (and the same CERs)
@@ -230,6 +245,8 @@ def test_term_recall_from_the_terms_param_for_any_corpus(scored_repo):
     medical = {"role": "domain", "source": "demo/medical.yaml", "terms": "data/terms/medical.txt"}
     m = _scored(scored_repo, **{"data.corpora.medical": medical})
     assert m["term_recall"] == {"medical": {"base": 0.0, "merged": 0.9}}  # merged misses mri in 6 of 30 sentences: 54 / 60
+    ci = m["term_recall_ci95"]["medical"]
+    assert ci["base"] == {"lo": 0.0, "hi": 0.0} and ci["merged"]["lo"] < 0.9 < ci["merged"]["hi"] <= 1.0
     from asrtune.errors import UserError
 
     with pytest.raises(UserError, match=r"^data.corpora.medical.terms: data/terms/missing.txt: not found"):

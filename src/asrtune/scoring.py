@@ -104,18 +104,23 @@ def count_occurrences(seq: list[str], term: list[str]) -> int:
     return sum(1 for i in range(len(seq) - n + 1) if seq[i : i + n] == term) if n else 0
 
 
-def term_recall(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[int, int]:
-    """(term occurrences found in hyps, occurrences in refs), counted per utterance and clipped:
-    a term said twice and recognized once counts once."""
+def term_counts(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per utterance: (term occurrences found in the hyp, occurrences in the ref), clipped: a term
+    said twice and recognized once counts once."""
     term_tokens = [tokens(t) for t in terms]
-    found = total = 0
+    found, total = [], []
     for ref, hyp in pairs:
         r, h = tokens(ref), tokens(hyp)
-        for t in term_tokens:
-            in_ref = count_occurrences(r, t)
-            total += in_ref
-            found += min(in_ref, count_occurrences(h, t))
-    return found, total
+        in_ref = [count_occurrences(r, t) for t in term_tokens]
+        total.append(sum(in_ref))
+        found.append(sum(min(n, count_occurrences(h, t)) for n, t in zip(in_ref, term_tokens)))
+    return np.array(found, dtype=np.int64), np.array(total, dtype=np.int64)
+
+
+def term_recall(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[int, int]:
+    """(term occurrences found in hyps, occurrences in refs) over the whole test set."""
+    found, total = term_counts(pairs, terms)
+    return int(found.sum()), int(total.sum())
 
 
 def language(token: str) -> str:

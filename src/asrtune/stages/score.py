@@ -6,7 +6,8 @@ better) with its paired interval `change_ci95.<corpus>.lo/.hi` and `change_signi
 (the interval excludes zero), `cer_by_language.<corpus>.<model>.zh/.en` where a test set mixes
 Chinese and English, `domain_gain` (base - merged on the domain test sets; positive is better),
 `general_change` (merged - base on general speech; positive is forgetting) and
-`term_recall.<corpus>.<model>`. Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
+`term_recall.<corpus>.<model>`, each of these with its `_ci95` too (the same resamples of the same test
+set: the languages' and the terms' intervals are paired with the CER's). Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
 prints a list as text, a scalar with its numeric change. Kaldi-style reports go to data/score/.
 """
 
@@ -23,7 +24,7 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 from asrtune.normalization import normalize
 from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, report,
-                             resample_seed, significant, term_recall, wer_line)
+                             resample_seed, significant, term_counts, wer_line)
 from asrtune.terms import read_terms
 
 METRICS = Path("metrics/cer.json")
@@ -66,12 +67,18 @@ def _languages(utts: list[Utterance]) -> dict[str, Counts]:
     return out
 
 
+def _ci(values: np.ndarray) -> dict[str, float]:
+    lo, hi = interval95(values)
+    return {"lo": lo, "hi": hi}
+
+
 def run() -> None:
     """Write metrics/cer.json, plots/cer.csv and data/score/<model>/<corpus>.txt."""
     p = params.load()
     metrics = {"cer": {}, "cer_ci95": {}, "ser": {}, "n": {}, "change": {}, "change_ci95": {}, "change_significant": {},
-               "cer_by_language": {}, "n_by_language": {}, "term_recall": {}}
+               "cer_by_language": {}, "cer_by_language_ci95": {}, "n_by_language": {}, "term_recall": {}, "term_recall_ci95": {}}
     plot_rows = []
+    changes: dict[str, np.ndarray] = {}  # merged - base on each resample, per test set
     for corpus, spec in p.data.corpora.items():
         terms = _terms(corpus, spec, p)
         rows = _rows(corpus)
@@ -79,9 +86,21 @@ def run() -> None:
         # every model on the same resampled utterances: each CER's interval, and the change's, paired
         errors = np.array([[u.counts.errors for u in utts[m]] for m in paths.DECODED_MODELS])
         ref_tokens = np.array([u.counts.n for u in utts[paths.DECODED_MODELS[0]]])
-        rates = dict(zip(paths.DECODED_MODELS, bootstrap_rates(errors, ref_tokens, p.score.bootstrap, resample_seed(p.score.seed, corpus))))
+        seed = resample_seed(p.score.seed, corpus)  # one seed per test set: every bootstrap below draws the same resamples
+        rates = dict(zip(paths.DECODED_MODELS, bootstrap_rates(errors, ref_tokens, p.score.bootstrap, seed)))
         langs = {m: _languages(us) for m, us in utts.items()}
         mixed = all(langs["base"][lang].n for lang in LANGUAGES)  # the references hold both languages
+        if mixed:
+            per_utt = {m: [by_language(u) for u in us] for m, us in utts.items()}
+            lang_rates = {lang: dict(zip(paths.DECODED_MODELS, bootstrap_rates(
+                [[c[lang].errors for c in per_utt[m]] for m in paths.DECODED_MODELS],
+                [c[lang].n for c in per_utt[paths.DECODED_MODELS[0]]], p.score.bootstrap, seed))) for lang in LANGUAGES}
+        if terms:
+            counts = {m: term_counts([(r["ref"], r["hyp"]) for r in rows[m]], terms) for m in paths.DECODED_MODELS}
+            occurrences = counts[paths.DECODED_MODELS[0]][1]
+            # recall = 1 - (missed occurrences / occurrences): a pooled rate like the CER, on the same resamples
+            missed = bootstrap_rates([occurrences - counts[m][0] for m in paths.DECODED_MODELS], occurrences, p.score.bootstrap, seed)
+            recall_rates = dict(zip(paths.DECODED_MODELS, 1 - missed))
         for model in paths.DECODED_MODELS:
             total = Counts()
             for u in utts[model]:
@@ -100,20 +119,29 @@ def run() -> None:
             metrics["n"][corpus] = total.n
             if mixed:
                 metrics["cer_by_language"].setdefault(corpus, {})[model] = {lang: round(langs[model][lang].rate, 4) for lang in LANGUAGES}
+                metrics["cer_by_language_ci95"].setdefault(corpus, {})[model] = {lang: _ci(lang_rates[lang][model]) for lang in LANGUAGES}
                 metrics["n_by_language"][corpus] = {lang: langs[model][lang].n for lang in LANGUAGES}
             if terms:
-                found, occurrences = term_recall([(r["ref"], r["hyp"]) for r in rows[model]], terms)
-                metrics["term_recall"].setdefault(corpus, {})[model] = round(found / occurrences, 4) if occurrences else None
+                found, said = int(counts[model][0].sum()), int(occurrences.sum())
+                metrics["term_recall"].setdefault(corpus, {})[model] = round(found / said, 4) if said else None
+                if said:
+                    metrics["term_recall_ci95"].setdefault(corpus, {})[model] = _ci(recall_rates[model])
             plot_rows.append({"test_set": f"{corpus} / {model}", "corpus": corpus, "model": model, "cer": round(total.rate, 4),
                               "cer_lo": lo, "cer_hi": hi})
         metrics["change"][corpus] = round(metrics["cer"][corpus]["merged"] - metrics["cer"][corpus]["base"], 4)
-        lo, hi = interval95(rates["merged"] - rates["base"])
-        metrics["change_ci95"][corpus] = {"lo": lo, "hi": hi}
-        metrics["change_significant"][corpus] = significant(lo, hi)
+        changes[corpus] = rates["merged"] - rates["base"]
+        metrics["change_ci95"][corpus] = _ci(changes[corpus])
+        metrics["change_significant"][corpus] = significant(**metrics["change_ci95"][corpus])
     roles = {c: s.role for c, s in p.data.corpora.items()}
-    metrics["domain_gain"] = _mean([-metrics["change"][c] for c, r in roles.items() if r == "domain"])
-    metrics["general_change"] = _mean([metrics["change"][c] for c, r in roles.items() if r == "general"])
-    for key in ("cer_by_language", "n_by_language", "term_recall"):
+    domain, general = [c for c, r in roles.items() if r == "domain"], [c for c, r in roles.items() if r == "general"]
+    metrics["domain_gain"] = _mean([-metrics["change"][c] for c in domain])
+    metrics["general_change"] = _mean([metrics["change"][c] for c in general])
+    # the mean over test sets of each resample's change (test sets resample independently)
+    if domain:
+        metrics["domain_gain_ci95"] = _ci(-np.mean([changes[c] for c in domain], axis=0))
+    if general:
+        metrics["general_change_ci95"] = _ci(np.mean([changes[c] for c in general], axis=0))
+    for key in ("cer_by_language", "cer_by_language_ci95", "n_by_language", "term_recall", "term_recall_ci95"):
         if not metrics[key]:
             del metrics[key]
 
@@ -140,9 +168,13 @@ def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
         print(f"{corpus:<16}{role:<9}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} "
               f"{c['merged']:.4f} {ci(i['merged']):<19} {metrics['change'][corpus]:+.4f}{flag} {ci(metrics['change_ci95'][corpus])}")
     for corpus, by in metrics.get("cer_by_language", {}).items():
-        n = metrics["n_by_language"][corpus]
-        print(f"by language {corpus}: " + "; ".join(f"{lang} (N {n[lang]}) base {by['base'][lang]:.4f}, merged {by['merged'][lang]:.4f}"
-                                                    for lang in LANGUAGES))
+        n, i = metrics["n_by_language"][corpus], metrics["cer_by_language_ci95"][corpus]
+        print(f"by language {corpus}: " + "; ".join(f"{lang} (N {n[lang]}) base {by['base'][lang]:.4f} {ci(i['base'][lang])}, "
+                                                    f"merged {by['merged'][lang]:.4f} {ci(i['merged'][lang])}" for lang in LANGUAGES))
     for corpus, tr in metrics.get("term_recall", {}).items():
-        print(f"term recall {corpus}: base {tr['base']}, merged {tr['merged']}")
-    print(f"domain gain {metrics['domain_gain']}, general change (forgetting if > 0) {metrics['general_change']}; reports in {REPORTS}/")
+        i = metrics.get("term_recall_ci95", {}).get(corpus, {})
+        print(f"term recall {corpus}: " + ", ".join(f"{m} {tr[m]} {ci(i[m]) if m in i else ''}".rstrip() for m in tr))
+    for key, label in (("domain_gain", "domain gain (base - merged)"), ("general_change", "general change (forgetting if > 0)")):
+        if metrics[key] is not None:
+            print(f"{label} {metrics[key]:+.4f} {ci(metrics[key + '_ci95'])}")
+    print(f"reports in {REPORTS}/")
