@@ -29,6 +29,7 @@ def test_fresh_espeak_engines_give_identical_samples_for_every_voice():
 
 
 def test_demo_corpus_is_reproducible_with_speakers():
+    assert len(read_demo(REPO / "demo/medical.yaml", 6, 3, 0, "espeak")) == 6  # ingest's progress bar shows a total
     a = list(read_demo(REPO / "demo/medical.yaml", 6, 3, 0, "espeak"))
     b = list(read_demo(REPO / "demo/medical.yaml", 6, 3, 0, "espeak"))
     assert [(c.id, c.text, c.speaker, c.origin) for c in a] == [(c.id, c.text, c.speaker, c.origin) for c in b]

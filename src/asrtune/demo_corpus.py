@@ -116,8 +116,21 @@ def pick(topic: Topic, utterances: int | None, rng: random.Random, path: Path) -
     return chosen[:utterances]
 
 
-def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, voice: str = "kokoro",
-              say=print) -> Iterator[Candidate]:
+@dataclass
+class Sized:
+    """An iterator that knows its length (ingest's progress bar then shows a total and a time left)."""
+    items: Iterator[Candidate]
+    length: int
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return self.items
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, voice: str = "kokoro", say=print) -> Sized:
+    """Checks the topic and picks the sentences and speakers now; speaks them as the result is iterated."""
     topic = load_topic(path)
     rng = random.Random(f"{path.stem}:{seed}")
     chosen = pick(topic, utterances, rng, path)
@@ -133,6 +146,10 @@ def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, 
         voices = espeak_speakers(num_speakers, rng)
     say(f"{path}: {len(chosen)} sentences, {len(voices)} {voice} speakers: "
         + "; ".join(f"{s.id} {s.describe()}" for s in voices))
+    return Sized(_speak(engine, voice, chosen, voices, path), len(chosen))
+
+
+def _speak(engine, voice: str, chosen: list[Sentence], voices: list[Speaker], path: Path) -> Iterator[Candidate]:
     for i, sentence in enumerate(chosen):
         spk = voices[i % len(voices)]
         where = f"{path}:{sentence.line}"
