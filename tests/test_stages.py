@@ -35,7 +35,7 @@ def test_jsonl_records_are_funasr_chatml_sorted_by_key(data_repo, whisper_tokeni
 
 def test_demo_ships_its_term_list(data_repo):
     terms = (data_repo / "data/ingest/medical/terms.txt").read_text(encoding="utf-8").split()
-    assert "阿莫西林" in terms and "胸部CT" in terms and terms == sorted(terms)
+    assert "阿莫西林" in terms and "CT" in terms and len(terms) >= 80  # the topic's list, in its order
     assert (data_repo / "data/ingest/general/terms.txt").read_text() == ""
 
 
