@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from asrtune import paths
 from asrtune.errors import UserError
 from asrtune.sources import Candidate
 
@@ -137,7 +138,7 @@ def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, 
     if voice == "kokoro":
         from asrtune.kokoro import Kokoro
 
-        engine = Kokoro()
+        engine = Kokoro(paths.cache_dir() / "kokoro")
         voices = kokoro_speakers(num_speakers, rng, sorted(engine.voices))
     else:
         from asrtune.espeak import Espeak
@@ -153,8 +154,11 @@ def _speak(engine, voice: str, chosen: list[Sentence], voices: list[Speaker], pa
     for i, sentence in enumerate(chosen):
         spk = voices[i % len(voices)]
         where = f"{path}:{sentence.line}"
-        if voice == "kokoro":
-            samples = engine.synth(sentence.text, spk.styles, spk.rate, where)
+        pairs = None
+        if voice == "kokoro":  # with reference timestamps from its duration predictor
+            speech = engine.synth(sentence.text, spk.styles, spk.rate, where)
+            samples = speech.samples
+            pairs = [[start, end] for _, start, end in speech.units] if speech.units is not None else None
         else:
             samples = engine.synth(sentence.text, spk.voice, int(spk.rate), spk.pitch)
-        yield Candidate(f"{spk.id}-{i:05d}", (samples, engine.sample_rate), sentence.text, spk.id, where)
+        yield Candidate(f"{spk.id}-{i:05d}", (samples, engine.sample_rate), sentence.text, spk.id, where, pairs)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asrtune import audio
+from asrtune import audio, timestamps
 from asrtune.manifest import write_jsonl, write_rejected
 from asrtune.sources import Candidate, Item, Rejection
 
@@ -127,10 +127,13 @@ def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Pat
         path, duration, converted = _materialize(c, audio_dir, cache_dir, root)
     except audio.AudioError as e:
         return Rejection(c.id, c.origin, e.reason, str(e))
-    if min_duration <= duration <= max_duration:
+    why = timestamps.problem(c.timestamps, c.text, duration) if c.timestamps is not None else None
+    if min_duration <= duration <= max_duration and why is None:
         result.converted += converted
         record = {"id": c.id, "audio": path, "text": " ".join(c.text.split()), "speaker": c.speaker, "duration": round(duration, 4),
                   "sha256": audio_sha256(Path(root / path if not os.path.isabs(path) else path))}
+        if c.timestamps is not None:
+            record["timestamps"] = timestamps.rounded(c.timestamps)
         db.execute("UPDATE utt SET record = ?, speaker = ?, duration = ? WHERE id = ?",
                    (json.dumps(record, ensure_ascii=False), c.speaker, record["duration"], c.id))
         return None
@@ -138,4 +141,6 @@ def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Pat
         Path(root / path if not os.path.isabs(path) else path).unlink(missing_ok=True)
     if duration < min_duration:
         return Rejection(c.id, c.origin, "too_short", f"{duration:.3f} s < data.min_duration {min_duration} s")
-    return Rejection(c.id, c.origin, "too_long", f"{duration:.2f} s > data.max_duration {max_duration} s")
+    if duration > max_duration:
+        return Rejection(c.id, c.origin, "too_long", f"{duration:.2f} s > data.max_duration {max_duration} s")
+    return Rejection(c.id, c.origin, "bad_timestamps", why)

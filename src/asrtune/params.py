@@ -179,6 +179,15 @@ class Decode(Strict):
     # audio LLMs: a term list file (one per line) that becomes the prompt's context (Fun-ASR-Nano's
     # 热词列表, Qwen3-ASR's system context); null = none. Decoding only: training never sees it
     hotwords: str | None = None
+    # word timestamps beside the transcripts (whisper: transformers' cross-attention alignment), scored
+    # against the test sets' reference timestamps into metrics/alignment.json
+    timestamps: bool = False
+
+    @model_validator(mode="after")
+    def _timestamps_engine(self):
+        if self.timestamps and self.engine == "ctranslate2":
+            raise ValueError("decode.timestamps needs decode.engine: transformers (its cross-attention alignment)")
+        return self
 
 
 class Normalize(Strict):

@@ -189,3 +189,18 @@ def interval95(values: np.ndarray) -> tuple[float, float]:
 def significant(lo: float, hi: float) -> bool:
     """A change whose interval excludes zero; one that touches or crosses zero is not significant."""
     return lo > 0 or hi < 0
+
+
+def boundary_errors(ref_times: list, hyp_times: list) -> list[int]:
+    """|hyp - ref| in ms at the start and at the end of each unit both sides share: [unit, start, end] lists,
+    matched in order (difflib's matching blocks over the two unit sequences; a unit the recognizer got
+    wrong has no counterpart and is not timed)."""
+    from difflib import SequenceMatcher
+
+    a, b = [u for u, _, _ in ref_times], [u for u, _, _ in hyp_times]
+    out = []
+    for block in SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
+        for k in range(block.size):
+            r, h = ref_times[block.a + k], hyp_times[block.b + k]
+            out += [round(abs(h[1] - r[1]) * 1000), round(abs(h[2] - r[2]) * 1000)]
+    return out

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from asrtune.errors import UserError
+from asrtune.timestamps import read_ctm
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 SPEECH_PATH = re.compile(r"<\|startofspeech\|>!?(.*?)<\|endofspeech\|>", re.S)
@@ -33,6 +34,7 @@ class Candidate:
     text: str
     speaker: str | None
     origin: str  # "file:line" where it came from
+    timestamps: list | None = None  # reference [start, end] per unit of the text (asrtune.timestamps), checked by ingest
 
 
 @dataclass
@@ -118,6 +120,7 @@ def read_kaldi(folder: Path) -> Iterator[Item]:
             text_rejected = _load_keyed(db, "text", text_file)
             if (folder / "utt2spk").is_file():
                 _load_keyed(db, "spk", folder / "utt2spk")
+            ctm, ctm_bad = read_ctm(folder / "ctm") if (folder / "ctm").is_file() else ({}, {})
             for number, line, raw in _lines(wav_scp):
                 origin = f"{wav_scp}:{number}"
                 if line is None:
@@ -132,9 +135,12 @@ def read_kaldi(folder: Path) -> Iterator[Item]:
                     yield Rejection(utt, origin, "unsupported_audio", "piped commands in wav.scp are not run; convert to files first")
                 elif text is None:
                     yield Rejection(utt, origin, "no_transcript", f"no line for {utt} in {text_file}")
+                elif utt in ctm_bad:
+                    yield Rejection(utt, ctm_bad[utt][0], "bad_timestamps", ctm_bad[utt][1])
                 else:
                     speaker = db.execute("SELECT value FROM spk WHERE utt = ?", (utt,)).fetchone()
-                    yield Candidate(utt, _resolve(location, folder, Path.cwd()), text[0], speaker[0] if speaker else None, origin)
+                    yield Candidate(utt, _resolve(location, folder, Path.cwd()), text[0], speaker[0] if speaker else None, origin,
+                                    ctm.get(utt))
             for utt, origin in db.execute("SELECT utt, origin FROM text WHERE seen = 0 ORDER BY number").fetchall():
                 yield Rejection(utt, origin, "no_audio", f"transcript has no entry in {wav_scp}")
             yield from text_rejected
@@ -227,14 +233,21 @@ def read_chatml(path: Path) -> Iterator[Item]:
             continue
         try:
             record = json.loads(line)
+            if "messages" not in record and "audio_path" in record:  # the aligner guide's {audio_path, text, timestamps}
+                audio_path, text = str(record["audio_path"]), str(record["text"])
+                utt = str(record.get("key") or record.get("id") or Path(audio_path).stem)
+                yield Candidate(utt, _resolve(audio_path, path.parent, Path.cwd()), text.strip(), record.get("speaker"), origin,
+                                record.get("timestamps"))
+                continue
             utt = str(record["key"])
             messages = {m["role"]: m["content"] for m in record["messages"]}
             match = SPEECH_PATH.search(messages["user"])
             text = messages["assistant"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            yield Rejection("?", origin, "malformed_line", f"not a ChatML record ({type(e).__name__}: {e})")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            yield Rejection("?", origin, "malformed_line", f"neither a ChatML record nor {{audio_path, text}} ({type(e).__name__}: {e})")
             continue
         if not match:
             yield Rejection(utt, origin, "malformed_line", "user message has no <|startofspeech|>...<|endofspeech|>")
             continue
-        yield Candidate(utt, _resolve(match.group(1).strip(), path.parent, Path.cwd()), text.strip(), None, origin)
+        yield Candidate(utt, _resolve(match.group(1).strip(), path.parent, Path.cwd()), text.strip(), None, origin,
+                        record.get("timestamps"))

@@ -22,6 +22,7 @@ def write_tiny_whisper(out: Path, tokenizer=None, seed: int = 0) -> Path:
                            pad_token_id=50257, bos_token_id=50257, eos_token_id=50257, decoder_start_token_id=50258)
     model = WhisperForConditionalGeneration(config)
     model.generation_config = build_generation_config(config, tokenizer, read_ct2_config(home / "config.json"))
+    model.generation_config.alignment_heads = [[0, 0], [0, 1]]  # whisper-base's name layers this model lacks
     model.save_pretrained(out)
     WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(out)
     return out

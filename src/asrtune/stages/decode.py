@@ -3,11 +3,13 @@
 decode.engine picks the runtime: transformers (either family) or ctranslate2 (whisper: the copy
 the convert stage wrote in models/ct2/<model>). Batched and sorted by length (less padding),
 greedy unless decode.num_beams > 1, with a repetition guard; writes `key<TAB>text` in key order
-and prints the real-time factor.
+(with decode.timestamps, a third column: the units' [unit, start, end] as JSON) and prints the
+real-time factor.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -40,13 +42,17 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
 
 
 def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str) -> dict[str, str]:
-    """key -> one-line transcript. Longest clips first, so similar lengths share a batch."""
+    """key -> one-line transcript, with a tab and its units' times as JSON where the family gave them.
+    Longest clips first, so similar lengths share a batch."""
     order = sorted(items, key=lambda e: (-len(audio[e.key]), e.key))
     hyps: dict[str, str] = {}
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         batch = order[i : i + batch_size]
-        texts = transcribe(batch, [audio[e.key] for e in batch])
-        hyps.update({e.key: " ".join(t.split()) for e, t in zip(batch, texts)})  # one line per utterance, no tabs
+        for e, out in zip(batch, transcribe(batch, [audio[e.key] for e in batch])):
+            text, times = out if isinstance(out, tuple) else (out, None)
+            hyps[e.key] = " ".join(text.split())  # one line per utterance, no tabs
+            if times is not None:
+                hyps[e.key] += "\t" + json.dumps([[u, s, t] for u, s, t in times], ensure_ascii=False)
     return hyps
 
 
@@ -69,6 +75,9 @@ def run(model: str, corpus: str) -> None:
     except ValueError as e:  # e.g. a generation config without languages, or a language it lacks
         raise UserError(f"{model_dir}: cannot decode with model.language={p.model.language!r}: {str(e).splitlines()[0]}") from None
     wall = time.perf_counter() - start
+    if p.decode.timestamps and not any("\t" in h for h in hyps.values()):
+        print(f"note: decode.timestamps: {checkpoint.family_of(model_dir)} gives no timestamps here (transformers' audio LLMs "
+              "have no alignment output); metrics/alignment.json will have none for it")
     out = paths.decode_file(model, corpus)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")

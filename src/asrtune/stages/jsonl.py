@@ -30,7 +30,8 @@ def records(corpus: str, count_tokens, cfg: params.Jsonl):
     while batch := list(islice(manifest, BATCH)):
         for r, n in zip(batch, count_tokens([r["text"] for r in batch])):
             yield chatml.record(chatml.key_for(corpus, r["id"]), chatml.audio_path_for(r["audio"], cfg.audio_paths),
-                                r["text"], r["duration"], n, cfg.system, cfg.prompt, r.get("sha256"))
+                                r["text"], r["duration"], n, cfg.system, cfg.prompt, r.get("sha256"),
+                               r.get("timestamps"))
 
 
 def run(corpus: str) -> None:

@@ -6,38 +6,63 @@ A reference with no hypothesis line is kept with an empty hypothesis and flagged
 
 from __future__ import annotations
 
+import json
+
 from asrtune import params, paths
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl, write_jsonl
 from asrtune.normalization import normalize
 
 
-def read_hyps(path) -> dict[str, str]:
+def read_hyps(path) -> tuple[dict[str, str], dict[str, list]]:
+    """key -> transcript, and key -> [[unit, start, end], ...] where decode wrote times."""
     if not path.is_file():
         raise UserError(f"{path}: not found (run `dvc repro decode` first)")
     hyps: dict[str, str] = {}
+    times: dict[str, list] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        key, _, text = line.partition("\t")
+        key, _, rest = line.partition("\t")
         if key in hyps:
             raise UserError(f"{path}:{number}: duplicate key {key}")
-        hyps[key] = text
-    return hyps
+        hyps[key], _, unit_times = rest.partition("\t")
+        if unit_times:
+            times[key] = json.loads(unit_times)
+    return hyps, times
+
+
+def normalized_times(unit_times, opts) -> list:
+    """[unit, start, end] with each unit normalized as the transcripts are (CT -> ct, 三 -> 3); units that
+    normalize to nothing are dropped."""
+    out = []
+    for unit, start, end in unit_times:
+        unit = normalize(unit, opts)
+        if unit:
+            out.append([unit, start, end])
+    return out
 
 
 def run(model: str, corpus: str) -> None:
-    """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing."""
+    """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing (and ref_times, times where
+    the test set has reference timestamps and decode wrote times)."""
     opts = params.load().normalize
-    refs = {r["key"]: r["messages"][2]["content"]
-            for r in read_jsonl(paths.split_dir(corpus) / "test.jsonl", stage_hint=f"split@{corpus}")}
+    records = {r["key"]: r for r in read_jsonl(paths.split_dir(corpus) / "test.jsonl", stage_hint=f"split@{corpus}")}
+    refs = {k: r["messages"][2]["content"] for k, r in records.items()}
     hyp_file = paths.decode_file(model, corpus)
-    hyps = read_hyps(hyp_file)
+    hyps, times = read_hyps(hyp_file)
+    ref_times = {}
+    if times:
+        from asrtune.timestamps import units
+
+        ref_times = {k: normalized_times([[u, s, e] for u, (s, e) in zip(units(refs[k]), r["timestamps"])], opts)
+                     for k, r in records.items() if r.get("timestamps") is not None}
     extra = sorted(set(hyps) - set(refs))
     if extra:
         raise UserError(f"{hyp_file}: {len(extra)} keys are not in the {corpus} test set, e.g. {extra[0]}")
     missing = sorted(set(refs) - set(hyps))
     rows = ({"key": k, "ref": normalize(refs[k], opts), "hyp": normalize(hyps.get(k, ""), opts), "missing": k not in hyps}
+            | ({"ref_times": ref_times[k], "times": normalized_times(times.get(k, []), opts)} if k in ref_times else {})
             for k in sorted(refs))
     n = write_jsonl(paths.normalized_file(model, corpus), rows)
     note = f", {len(missing)} missing from {hyp_file} (scored as deletions)" if missing else ""

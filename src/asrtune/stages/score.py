@@ -24,10 +24,12 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 from asrtune.normalization import normalize
 from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, report,
-                             resample_seed, significant, term_counts, wer_line)
+                             resample_seed, significant, term_counts, wer_line, boundary_errors)
 from asrtune.terms import read_terms
 
 METRICS = Path("metrics/cer.json")
+ALIGNMENT = Path("metrics/alignment.json")
+WITHIN_MS = (20, 50, 100)
 PLOT = Path("plots/cer.csv")
 REPORTS = Path("data/score")
 LANGUAGES = ("zh", "en")  # reported when a test set's references hold both; `other` (numbers, symbols) only in the reports
@@ -147,12 +149,51 @@ def run() -> None:
 
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    alignment = _alignment(p, list(p.data.corpora))
+    ALIGNMENT.write_text(json.dumps(alignment, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     with open(PLOT, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "cer", "cer_lo", "cer_hi"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(plot_rows)
     _print(metrics, roles, p.score)
+
+
+def _alignment(p: params.Params, corpora: list[str]) -> dict:
+    """Timestamp accuracy against the test sets' reference timestamps: MAE in ms over the starts and ends
+    of the units both sides share, and the share of those boundaries within 20 / 50 / 100 ms, each with a
+    95% bootstrap interval (the CER's resamples of the test set's utterances)."""
+    out: dict = {"mae_ms": {}, "mae_ms_ci95": {}, **{f"within_{x}ms": {} for x in WITHIN_MS},
+                 **{f"within_{x}ms_ci95": {} for x in WITHIN_MS}, "boundaries": {}, "units_timed": {}}
+    for corpus in corpora:
+        rows = _rows(corpus)
+        if not all("ref_times" in r for rs in rows.values() for r in rs):
+            continue  # no references here, or decode.timestamps off
+        seed = resample_seed(p.score.seed, corpus)
+        for model, rs in rows.items():
+            errors = [boundary_errors(r["ref_times"], r["times"]) for r in rs]
+            n = np.array([len(e) for e in errors])
+            if not n.sum():
+                continue  # this model gave no times (the audio LLMs through transformers give none)
+            abs_ms = np.array([sum(e) for e in errors])
+            out["mae_ms"].setdefault(corpus, {})[model] = round(float(abs_ms.sum() / n.sum()), 1)
+            mae = bootstrap_rates(abs_ms, n, p.score.bootstrap, seed)[0]
+            out["mae_ms_ci95"].setdefault(corpus, {})[model] = {"lo": round(float(np.percentile(mae, 2.5)), 1),
+                                                               "hi": round(float(np.percentile(mae, 97.5)), 1)}
+            for x in WITHIN_MS:
+                within = np.array([sum(v <= x for v in e) for e in errors])
+                out[f"within_{x}ms"].setdefault(corpus, {})[model] = round(float(within.sum() / n.sum()), 4)
+                out[f"within_{x}ms_ci95"].setdefault(corpus, {})[model] = _ci(bootstrap_rates(within, n, p.score.bootstrap, seed)[0])
+            out["boundaries"].setdefault(corpus, {})[model] = int(n.sum())
+            out["units_timed"].setdefault(corpus, {})[model] = round(float(n.sum() / 2 / sum(len(r["ref_times"]) for r in rs)), 4)
+    if not out["mae_ms"]:
+        return {"note": "no test set has both reference timestamps and decoded times (decode.timestamps: true)"}
+    for corpus, mae in out["mae_ms"].items():
+        ci = out["mae_ms_ci95"][corpus]
+        print(f"timestamps {corpus}: MAE " + ", ".join(f"{m} {v:.1f} ms [{ci[m]['lo']:.1f}, {ci[m]['hi']:.1f}]" for m, v in mae.items())
+              + "; within 50 ms " + ", ".join(f"{m} {v:.3f}" for m, v in out["within_50ms"][corpus].items())
+              + f" ({', '.join(f'{m} {v:.0%}' for m, v in out['units_timed'][corpus].items())} of the units timed)")
+    return out
 
 
 def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
