@@ -1,4 +1,4 @@
-"""Fixtures: tiny synthesized audio, corpora in every input format, a tiny random Whisper."""
+"""Fixtures: tiny synthesized audio, corpora in every input format, tiny random models."""
 
 from __future__ import annotations
 
@@ -105,6 +105,15 @@ def tiny_qwen3_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
     from asrtune.tiny import write_tiny_qwen3_asr
 
     return write_tiny_qwen3_asr(tmp_path_factory.mktemp("tiny-qwen3-asr"), tiny_qwen_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_aligner_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
+    """A tiny random Qwen3-ForcedAligner (transformers' Qwen3ASRForTokenClassification, 400 bins of 80 ms)
+    with the real feature extractor and a forced-aligner chat template."""
+    from asrtune.tiny import write_tiny_aligner
+
+    return write_tiny_aligner(tmp_path_factory.mktemp("tiny-aligner"), tiny_qwen_tokenizer)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -51,14 +51,16 @@ class Example:
     text: str
     system: str = ""  # the system message Fun-ASR's own trainer reads (asrtune's families build their prompt from the model)
     prompt: str = ""  # the user message's text before the speech (e.g. 语音转写：)
+    timestamps: tuple | None = None  # the record's reference ((start, end), ...) per unit of the text, where it has them
 
 
 def examples(records) -> list[Example]:
-    """The key, audio path, transcript, system message and prompt of ChatML records."""
+    """The key, audio path, transcript, system message, prompt and reference timestamps of ChatML records."""
     out = []
     for r in records:
         messages = {m["role"]: m["content"] for m in r["messages"]}
         speech = SPEECH_PATH.search(messages["user"])
+        times = r.get("timestamps")
         out.append(Example(r["key"], speech.group(1), messages["assistant"], messages.get("system", ""),
-                           messages["user"][: speech.start()]))
+                           messages["user"][: speech.start()], None if times is None else tuple(tuple(p) for p in times)))
     return out

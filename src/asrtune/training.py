@@ -33,11 +33,17 @@ class SpeechDataset(torch.utils.data.Dataset):
         return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
 
 
-def split_too_long(items: list[Example], make_item, limit: int) -> tuple[list[Example], dict[str, str]]:
+def split_too_long(items: list[Example], make_item, limit: int, problem=None) -> tuple[list[Example], dict[str, str]]:
     """(the examples whose token sequence fits the model's `limit` positions, key -> reason for the
-    rest). Checked before training: a longer one would stop training midway with an IndexError."""
+    rest). Checked before training: a longer one would stop training midway with an IndexError.
+    `problem(example)`, where the family has one, gives any other reason an example cannot train it
+    (e.g. the aligner's: no reference timestamps)."""
     kept, rejected = [], {}
     for ex in items:
+        reason = problem(ex) if problem is not None else None
+        if reason:
+            rejected[ex.key] = reason
+            continue
         n = len(make_item(ex, sf.info(ex.audio).frames)["labels"])
         if n > limit:
             rejected[ex.key] = f"too_long: {n} positions with the prompt, the model holds {limit}"

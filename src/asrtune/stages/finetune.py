@@ -38,9 +38,16 @@ CODE = ("stages/finetune.py", "training.py", "encoder_cache.py", "checkpoint.py"
         "precision.py", "distributed.py", "cache.py")
 
 
+# a family's code that another family's training runs too (the aligner reuses audiollm's inputs and
+# collator) and what else it trains with (the aligner checks units with asrtune.timestamps)
+SHARED = {"aligner": ("families/audiollm", "timestamps.py")}
+
+
 def code_files(family: str) -> list[Path]:
     root = Path(__file__).resolve().parents[1]
-    return [root / f for f in CODE] + sorted((root / "families" / family).rglob("*.py"))
+    extra = [root / f for f in SHARED.get(family, ())]
+    return ([root / f for f in CODE] + sorted((root / "families" / family).rglob("*.py"))
+            + [f for e in extra for f in (sorted(e.rglob("*.py")) if e.is_dir() else [e])])
 
 
 def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path, family: str, code: list[Path] | None = None) -> str:
@@ -123,12 +130,14 @@ def run(stage: str) -> None:
         total = sum(x.numel() for x in model.parameters())
 
         make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
+        problem = (lambda ex: fam.problem(ex, processor, p)) if hasattr(fam, "problem") else None  # e.g. the aligner: no timestamps
         (train_ex, too_long_train), (val_ex, too_long_val) = (
-            training.split_too_long(chatml.examples(read_jsonl(f)), make_item, fam.max_positions(unwrapped)) for f in data)
+            training.split_too_long(chatml.examples(read_jsonl(f)), make_item, fam.max_positions(unwrapped), problem) for f in data)
         too_long = {**too_long_train, **too_long_val}
         for name, kept in (("train", train_ex), ("val", val_ex)):
             if not kept:
-                raise UserError(f"{paths.mix_dir(stage) / name}.jsonl: no utterance fits the model ({len(too_long)} too long)")
+                raise UserError(f"{paths.mix_dir(stage) / name}.jsonl: no utterance fits the model ({len(too_long)} rejected; "
+                                f"the first: {next(iter(too_long.values()), '')})")
         if too_long:
             say(f"finetune {stage}: {len(too_long)} utterances rejected before training (listed in {out / 'summary.json'}):")
             for key, reason in list(too_long.items())[:10]:
