@@ -202,3 +202,9 @@ def test_decode_gives_one_monotonic_time_pair_per_unit(tuned):
         flat = [t for _, s, end in times for t in (s, end)]
         assert flat == sorted(flat) and all(0 <= t <= 399 * 0.08 for t in flat)
     assert transcribe(items[1:2], audio[1:2])[0] == out[1]
+    from transformers import AutoModelForTokenClassification, AutoProcessor
+
+    plain = AutoModelForTokenClassification.from_pretrained(repo / "models/merged")  # transformers alone
+    assert type(plain).__name__ == "Qwen3ASRForTokenClassification"
+    inputs, words = AutoProcessor.from_pretrained(repo / "models/merged").prepare_forced_aligner_inputs(audio[:1], items[0].text)
+    assert int((inputs["input_ids"] == plain.config.timestamp_token_id).sum()) == 2 * len(words[0])

@@ -109,7 +109,7 @@ def clip_inputs(processor, audio: np.ndarray, text: str, language: str | None) -
     prepare_forced_aligner_inputs call (one clip: no padding)."""
     try:
         out, words = processor.prepare_forced_aligner_inputs([audio], [text], language=language)
-    except ValueError as e:  # e.g. a language the aligner does not know
+    except (ValueError, ImportError) as e:  # a language the aligner does not know, or Japanese/Korean without their splitter
         raise UserError(f"model.language={language!r}: {str(e).splitlines()[0]}") from None
     return out["input_ids"][0], audiollm._valid_frames(out, axis=1), words[0]
 
