@@ -121,9 +121,13 @@ def item_maker(model, processor, p):
     slot, segment, n_labels = config.timestamp_token_id, processor.timestamp_segment_time, config.num_labels
     language = p.model.language
     clip_inputs(processor, np.zeros(16000, np.float32), "a", language)  # model.language checked before anything else runs
+    known: dict[tuple[int, str], tuple[torch.Tensor, list[str]]] = {}  # a processor call runs the feature extractor: once per clip
 
     def make(ex: Example, num_samples: int) -> dict:
-        ids, _, words = clip_inputs(processor, np.zeros(num_samples, np.float32), ex.text, language)  # ids depend on the length only
+        if (num_samples, ex.text) not in known:  # the ids depend on the clip's length, not on its audio
+            ids, _, words = clip_inputs(processor, np.zeros(num_samples, np.float32), ex.text, language)
+            known[num_samples, ex.text] = ids, words
+        ids, words = known[num_samples, ex.text]
         reason = problem(ex, processor, p)
         if reason:
             raise UserError(f"{ex.key}: cannot train the aligner: {reason}")
