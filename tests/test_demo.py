@@ -41,7 +41,7 @@ def test_demo_corpus_is_reproducible_with_speakers():
 KOKORO_SAY = """
 import hashlib, sys
 from asrtune.kokoro import Kokoro
-print(hashlib.sha256(Kokoro().synth(sys.argv[1], {"jf_alpha": 0.3, "jm_kumo": 0.7}, 1.05, "t").tobytes()).hexdigest())
+print(hashlib.sha256(Kokoro().synth(sys.argv[1], {"jf_alpha": 0.3, "jm_kumo": 0.7}, 1.05, "t").samples.tobytes()).hexdigest())
 """
 
 
@@ -49,7 +49,7 @@ def test_kokoro_gives_the_same_bytes_in_another_process():
     from asrtune.kokoro import Kokoro
 
     text = "请复查胸部CT。"
-    here = Kokoro().synth(text, {"jf_alpha": 0.3, "jm_kumo": 0.7}, 1.05, "t")
+    here = Kokoro().synth(text, {"jf_alpha": 0.3, "jm_kumo": 0.7}, 1.05, "t").samples
     other = subprocess.run([sys.executable, "-c", KOKORO_SAY, text], capture_output=True, text=True, check=True)
     assert hashlib.sha256(here.tobytes()).hexdigest() == other.stdout.strip()
     assert 0.8 < len(here) / 24000 < 4 and np.abs(here).max() > 0.05  # speech, not silence

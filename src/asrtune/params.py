@@ -183,12 +183,6 @@ class Decode(Strict):
     # against the test sets' reference timestamps into metrics/alignment.json
     timestamps: bool = False
 
-    @model_validator(mode="after")
-    def _timestamps_engine(self):
-        if self.timestamps and self.engine == "ctranslate2":
-            raise ValueError("decode.timestamps needs decode.engine: transformers (its cross-attention alignment)")
-        return self
-
 
 class Normalize(Strict):
     traditional_to_simplified: bool = True

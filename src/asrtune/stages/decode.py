@@ -76,8 +76,9 @@ def run(model: str, corpus: str) -> None:
         raise UserError(f"{model_dir}: cannot decode with model.language={p.model.language!r}: {str(e).splitlines()[0]}") from None
     wall = time.perf_counter() - start
     if p.decode.timestamps and not any("\t" in h for h in hyps.values()):
-        print(f"note: decode.timestamps: {checkpoint.family_of(model_dir)} gives no timestamps here (transformers' audio LLMs "
-              "have no alignment output); metrics/alignment.json will have none for it")
+        why = ("the ctranslate2 engine gives none here (decode.engine: transformers does)" if p.decode.engine == "ctranslate2"
+               else f"{checkpoint.family_of(model_dir)} gives none through transformers (no alignment output)")
+        print(f"note: decode.timestamps: {why}; metrics/alignment.json will have no timing for {model}")
     out = paths.decode_file(model, corpus)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")
