@@ -81,9 +81,10 @@ def run() -> None:
                "cer_by_language": {}, "cer_by_language_ci95": {}, "n_by_language": {}, "term_recall": {}, "term_recall_ci95": {}}
     plot_rows = []
     changes: dict[str, np.ndarray] = {}  # merged - base on each resample, per test set
+    rows_of: dict[str, dict[str, list[dict]]] = {}  # read once: the CERs and the timestamps score the same rows
     for corpus, spec in p.data.corpora.items():
         terms = _terms(corpus, spec, p)
-        rows = _rows(corpus)
+        rows = rows_of[corpus] = _rows(corpus)
         utts = {m: [align(r["key"], r["ref"], r["hyp"], r["missing"]) for r in rs] for m, rs in rows.items()}
         # every model on the same resampled utterances: each CER's interval, and the change's, paired
         errors = np.array([[u.counts.errors for u in utts[m]] for m in paths.DECODED_MODELS])
@@ -149,7 +150,7 @@ def run() -> None:
 
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    alignment = _alignment(p, list(p.data.corpora))
+    alignment = _alignment(p, rows_of)
     ALIGNMENT.write_text(json.dumps(alignment, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     with open(PLOT, "w", newline="", encoding="utf-8") as f:
@@ -159,14 +160,13 @@ def run() -> None:
     _print(metrics, roles, p.score)
 
 
-def _alignment(p: params.Params, corpora: list[str]) -> dict:
+def _alignment(p: params.Params, rows_of: dict[str, dict[str, list[dict]]]) -> dict:
     """Timestamp accuracy against the test sets' reference timestamps: MAE in ms over the starts and ends
     of the units both sides share, and the share of those boundaries within 20 / 50 / 100 ms, each with a
     95% bootstrap interval (the CER's resamples of the test set's utterances)."""
     out: dict = {"mae_ms": {}, "mae_ms_ci95": {}, **{f"within_{x}ms": {} for x in WITHIN_MS},
                  **{f"within_{x}ms_ci95": {} for x in WITHIN_MS}, "boundaries": {}, "units_timed": {}}
-    for corpus in corpora:
-        rows = _rows(corpus)
+    for corpus, rows in rows_of.items():
         if not all("ref_times" in r for rs in rows.values() for r in rs):
             continue  # no references here, or decode.timestamps off
         seed = resample_seed(p.score.seed, corpus)
