@@ -208,3 +208,47 @@ def test_decode_gives_one_monotonic_time_pair_per_unit(tuned):
     assert type(plain).__name__ == "Qwen3ASRForTokenClassification"
     inputs, words = AutoProcessor.from_pretrained(repo / "models/merged").prepare_forced_aligner_inputs(audio[:1], items[0].text)
     assert int((inputs["input_ids"] == plain.config.timestamp_token_id).sum()) == 2 * len(words[0])
+
+
+def test_pseudo_labels_time_what_has_no_timestamps_and_jsonl_marks_them(repo, tmp_path, tiny_whisper_dir):
+    """align.pseudo_labels: the base aligner times each utterance without timestamps (one pair per unit,
+    inside the clip, the same bytes again), jsonl takes them marked as pseudo; off: an empty file and
+    no timestamps; a base model that is no aligner: a one-line error."""
+    from asrtune.errors import UserError
+    from asrtune.stages import ingest, jsonl, pseudo
+    from asrtune.timestamps import problem
+
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True)
+    (work / "models/base").symlink_to(repo / "models/base")
+    texts = {"a": "患者需要复查CT", "b": "Hello world 你好", "c": "……"}  # c: nothing the aligner times
+    for i, (name, text) in enumerate(texts.items()):
+        write_audio(work / f"corpus/{name}.wav", 1.0 + 0.5 * i)
+        (work / f"corpus/{name}.txt").write_text(text, encoding="utf-8")
+    corpora = {"c": {"role": "domain", "source": str(work / "corpus")}}
+    settings(work, repo / "models/base", **{"data.corpora": corpora, "align.pseudo_labels": True})
+    in_process(work, ingest, "c")
+    printed = in_process(work, pseudo, "c")
+    assert "2 of 3 utterances without timestamps labelled" in printed and "1 with no unit to time" in printed
+    labels = (work / "data/pseudo/c.jsonl").read_bytes()
+    durations = {r["id"]: r["duration"] for r in read_jsonl(work / "data/ingest/c/manifest.jsonl")}
+    for r in read_jsonl(work / "data/pseudo/c.jsonl"):
+        assert problem(r["timestamps"], texts[r["id"]], durations[r["id"]]) is None
+    in_process(work, pseudo, "c")
+    assert (work / "data/pseudo/c.jsonl").read_bytes() == labels  # same model and audio, same bytes
+    assert "2 with the base aligner's pseudo-labels" in in_process(work, jsonl, "c")
+    records = {r["key"]: r for r in read_jsonl(work / "data/jsonl/c.jsonl")}
+    assert records["c-a"]["pseudo_timestamps"] and len(records["c-a"]["timestamps"]) == len(units(texts["a"]))
+    assert "timestamps" not in records["c-c"] and "pseudo_timestamps" not in records["c-c"]
+
+    settings(work, repo / "models/base", **{"data.corpora": corpora, "align.pseudo_labels": False})
+    in_process(work, pseudo, "c")
+    assert (work / "data/pseudo/c.jsonl").read_bytes() == b""
+    in_process(work, jsonl, "c")
+    assert not any("timestamps" in r for r in read_jsonl(work / "data/jsonl/c.jsonl"))
+
+    (work / "models/base").unlink()
+    (work / "models/base").symlink_to(tiny_whisper_dir)
+    settings(work, tiny_whisper_dir, **{"data.corpora": corpora, "align.pseudo_labels": True})
+    with pytest.raises(UserError, match="models/base is a whisper model; pseudo-labels come from a Qwen3-ForcedAligner"):
+        in_process(work, pseudo, "c")

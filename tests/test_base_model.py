@@ -29,7 +29,7 @@ def converted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clips():
     engine = Espeak()
-    return [(lang, to_16k_mono(*(engine.synth(text, voice), engine.sample_rate))) for lang, text, voice in CLIPS]
+    return [(lang, to_16k_mono(engine.synth(text, voice).samples, engine.sample_rate)) for lang, text, voice in CLIPS]
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,17 @@
 shows); the same params give byte-identical data; and
 `dvc exp run -S model.base=<a tiny Fun-ASR-Nano in Fun-ASR's own layout>` reruns everything from
 the base model on and never ingest (the audiollm family, picked by the checkpoint's config), after
-which `dvc metrics diff` reports the CER change and models/export holds the Fun-ASR layout again. (tests/test_training.py trains the whisper flags themselves.)
+which `dvc metrics diff` reports the CER change and models/export holds the Fun-ASR layout again; then
+`dvc exp run -S model.base=<a tiny Qwen3-ForcedAligner>` trains the aligner on the corpora's reference
+timestamps and writes its timing error to metrics/alignment.json. (tests/test_training.py trains the
+whisper flags themselves.)
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +51,13 @@ def out_hashes(repo: Path) -> dict[str, str]:
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", []) if "md5" in o}
 
 
-def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir):
+def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
     # two curriculum stages keep it quick and still exercise stage 2 starting from stage 1
     set_param(dvc_repo, "mix.stages", {"s1": {"general": 0.5}, "s2": {"general": 0.0}})
     set_param(dvc_repo, "train.stages", {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-3},
                                          "s2": {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3}})
     commit(dvc_repo, "pipeline")  # a repository with history, as a clone of asrtune is
-    data = {f"{s}@{c}" for s in ("ingest", "jsonl", "split") for c in ("general", "medical")}
+    data = {f"{s}@{c}" for s in ("ingest", "pseudo", "jsonl", "split") for c in ("general", "medical")}
     models = {"finetune@s1", "finetune@s2", "merge", "export"}
     matrix = {f"{s}@{m}-{c}" for s in ("decode", "normalize") for m in ("base", "merged") for c in ("general", "medical")}
     convert = {"convert@base", "convert@merged"}
@@ -141,3 +145,17 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir):
              "import torch; sd = torch.load('models/export/funasr/model.pt', weights_only=True)['state_dict']\n"
              "assert any(k.startswith('llm.model.layers.') for k in sd) and 'llm.lm_head.weight' in sd\n")
     subprocess.run([sys.executable, "-c", check], cwd=dvc_repo, check=True, capture_output=True)
+
+    # a Qwen3-ForcedAligner as the base model (the aligner family): it trains on the corpora's reference
+    # timestamps (eSpeak's word events), aligns each test set's transcripts, and score writes the MAE
+    shutil.copytree(tiny_aligner_dir, dvc_repo / "models/sources/tiny-aligner")
+    experiment = subprocess.run([DVC, "exp", "run", "-S", "model.base=models/sources/tiny-aligner"], cwd=dvc_repo,
+                                capture_output=True, text=True, env={**ENV, **GIT_ENV})
+    assert experiment.returncode == 0, experiment.stderr
+    assert json.loads((dvc_repo / "models/finetune/s2/asrtune.json").read_text())["family"] == "aligner"
+    alignment = json.loads((dvc_repo / "metrics/alignment.json").read_text())
+    for corpus in ("general", "medical"):
+        assert set(alignment["mae_ms"][corpus]) == {"base", "merged"} and alignment["units_timed"][corpus]["merged"] == 1.0
+        assert 0 <= alignment["within_100ms"][corpus]["merged"] <= 1 and alignment["boundaries"][corpus]["merged"] > 0
+    assert "forced aligner" in json.loads((dvc_repo / "metrics/cer.json").read_text())["note"]
+    assert "mae_ms.medical.merged" in sh(dvc_repo, DVC, "metrics", "diff", "--all")

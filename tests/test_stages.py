@@ -14,6 +14,7 @@ from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_j
 
 from asrtune import chatml, mixing
 from asrtune.splitting import assign
+from asrtune.timestamps import units
 
 
 def test_jsonl_records_are_funasr_chatml_sorted_by_key(data_repo, whisper_tokenizer):
@@ -22,7 +23,8 @@ def test_jsonl_records_are_funasr_chatml_sorted_by_key(data_repo, whisper_tokeni
     assert len(records) == 12 and [r["key"] for r in records] == sorted(r["key"] for r in records)
     r = records[0]
     utt = manifest[r["key"].removeprefix("medical-")]
-    assert list(r) == ["key", "messages", "speech_length", "text_length", "audio_sha256"]
+    assert list(r) == ["key", "messages", "speech_length", "text_length", "audio_sha256", "timestamps"]  # eSpeak's
+    assert r["timestamps"] == utt["timestamps"] and len(r["timestamps"]) == len(units(utt["text"]))
     assert r["audio_sha256"] == utt["sha256"] == hashlib.sha256((data_repo / utt["audio"]).read_bytes()).hexdigest()
     assert [m["role"] for m in r["messages"]] == ["system", "user", "assistant"]
     assert r["messages"][0]["content"] == "You are a helpful assistant."

@@ -104,6 +104,42 @@ def test_kokoro_times_every_unit_from_its_durations(tmp_path):
         engine.synth(text, {"zf_nobody": 1.0}, 1.0, "t")
 
 
+def test_espeak_times_every_unit_from_its_events():
+    from asrtune.espeak import Espeak
+
+    text = "患者今天做了CT检查，血压120。"
+    speech = Espeak().synth(text, "cmn+f1", 160, 50)
+    duration = len(speech.samples) / 22050
+    assert [u for u, _, _ in speech.units] == units(text)
+    assert problem([[s, e] for _, s, e in speech.units], text, duration) is None  # monotonic, inside the audio
+    times = {u: (s, e) for u, s, e in speech.units}
+    assert times["患"][1] == times["者"][0]  # one dictionary word, spoken as one: its characters share its span
+    assert times["血"][0] - times["查"][1] > 0.1  # the comma's pause belongs to no unit
+    assert all(e - s > 0.05 for _, s, e in speech.units)
+
+
+def test_espeak_word_events_to_unit_spans():
+    """Hand-made events: a word that starts inside no unit, a dictionary word of two characters, a unit
+    (a digit run) that eSpeak speaks as two words, pauses and a language switch that sound nothing."""
+    from asrtune.espeak import _PHONEME, _WORD, unit_times
+
+    def word(pos):
+        return (_WORD, pos, 0.0, b"")
+
+    def phone(t, name):
+        return (_PHONEME, 0, t, name)
+
+    events = [word(1), phone(0.0, b"_"), phone(0.1, b"X"), phone(0.2, b"ua"), phone(0.5, b"_|"),  # 患者: 0.1-0.5
+              word(3), phone(0.5, b"(en)"), phone(0.6, b"s"), phone(0.8, b"i:"), phone(0.9, b"_:"),  # CT: 0.6-0.9
+              word(5), phone(1.2, b"_"),  # the comma: silent
+              word(6), phone(1.3, b"j"), phone(1.5, b"_|"), word(7), phone(1.5, b"@r"), phone(1.7, b"_")]  # 12: 1.3-1.7
+    assert unit_times("患者CT 12", events, 2.0) == [("患", 0.1, 0.3), ("者", 0.3, 0.5), ("CT", 0.6, 0.9), ("12", 1.3, 1.7)]
+    # the aligner's splitter drops the comma without a break: CT，12 is one unit
+    merged = [word(1), phone(0.1, b"s"), phone(0.3, b"_"), word(4), phone(0.5, b"j"), phone(0.7, b"_")]
+    assert unit_times("CT，12", merged, 1.0) == [("CT12", 0.1, 0.7)]
+    assert unit_times("，患者", [word(1), phone(0.1, b"a")], 1.0) is None  # 患 gets no word: no timestamps
+
+
 def test_unit_times_from_byte_level_tokens():
     from asrtune.timestamps import unit_times
 
@@ -111,6 +147,8 @@ def test_unit_times_from_byte_level_tokens():
     ying = "鹦".encode()
     pieces = [(ying[:2], 0.0, 0.2), (ying[2:] + "鹉".encode(), 0.2, 0.5), ("今天".encode(), 0.5, 0.9), (b" CT", 0.9, 1.2), ("。".encode(), 1.2, 1.3)]
     assert unit_times(pieces) == [("鹦", 0.0, 0.5), ("鹉", 0.2, 0.5), ("今", 0.5, 0.7), ("天", 0.7, 0.9), ("CT", 0.9, 1.2)]
+    # the splitter drops punctuation without a break: CT，12 is one unit, from CT's start to 12's end
+    assert unit_times([(b"CT", 0.0, 0.3), ("，".encode(), 0.3, 0.4), (b"12", 0.5, 0.8)]) == [("CT12", 0.0, 0.8)]
 
 
 def test_boundary_errors_time_only_the_units_both_sides_share():
@@ -149,6 +187,30 @@ def test_score_writes_timestamp_mae_with_intervals(tmp_path):
     assert m["units_timed"]["medical"] == {"base": 1.0, "merged": 1.0} and "timestamps medical: MAE base 40.0 ms" in printed
 
 
+def test_score_never_scores_against_pseudo_labels(tmp_path):
+    """general's test utterances all carry pseudo-labels, medical's one of three: MAE over medical's two
+    independent references only, and the metrics say what was left out and why."""
+    from asrtune.stages import score
+
+    ref = [["复", 0.1, 0.3], ["查", 0.3, 0.5]]
+    timed = {"ref": "复查", "hyp": "复查", "missing": False, "ref_times": ref, "times": [[u, s + 0.04, e + 0.04] for u, s, e in ref]}
+    pseudo = {"ref": "复查", "hyp": "复查", "missing": False, "pseudo_timestamps": True}
+    for model in ("base", "merged"):
+        for corpus, rows in (("general", [pseudo, pseudo]), ("medical", [timed, pseudo, timed])):
+            out = tmp_path / f"data/normalized/{model}/{corpus}.jsonl"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("".join(json.dumps({"key": f"{corpus}-{i}"} | r, ensure_ascii=False) + "\n" for i, r in enumerate(rows)),
+                           encoding="utf-8")
+    params_for(tmp_path, tmp_path / "no-model-needed")
+    printed = in_process(tmp_path, score)
+    m = json.loads((tmp_path / "metrics/alignment.json").read_text(encoding="utf-8"))
+    assert m["mae_ms"] == {"medical": {"base": 40.0, "merged": 40.0}} and m["utterances"]["medical"] == {"base": 2, "merged": 2}
+    assert m["pseudo_labelled_not_scored"] == {"general": 2, "medical": 1}
+    assert "agreement with the base aligner, not accuracy" in m["pseudo_labels"]
+    cer = json.loads((tmp_path / "metrics/cer.json").read_text(encoding="utf-8"))
+    assert "these CERs say nothing" in cer["note"] and "forced aligner" in printed  # every hypothesis is its reference
+
+
 def test_whisper_decode_writes_unit_times_and_normalize_carries_them(tmp_path, tiny_whisper_dir):
     """The tiny random Whisper's times mean nothing; what is checked is the plumbing: every unit of each
     transcript gets [unit, start, end] with start <= end, in order, within the clip."""
@@ -164,7 +226,8 @@ def test_whisper_decode_writes_unit_times_and_normalize_carries_them(tmp_path, t
         write_audio(repo / f"audio/{i}.wav", seconds=1.0 + i / 2)
         records.append({"key": f"medical-{i}", "messages": [{"role": "system", "content": ""},
                         {"role": "user", "content": f"<|startofspeech|>!audio/{i}.wav<|endofspeech|>"},
-                        {"role": "assistant", "content": "复查CT"}], "timestamps": [[0.1, 0.3], [0.3, 0.5], [0.6, 0.9]]})
+                        {"role": "assistant", "content": "复查CT"}], "timestamps": [[0.1, 0.3], [0.3, 0.5], [0.6, 0.9]]}
+                       | ({"pseudo_timestamps": True} if i == 2 else {}))  # the base aligner's: no reference
     test.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     in_process(repo, decode, "base", "medical")
     lines = (repo / "data/decode/base/medical.tsv").read_text(encoding="utf-8").splitlines()
@@ -178,3 +241,4 @@ def test_whisper_decode_writes_unit_times_and_normalize_carries_them(tmp_path, t
     in_process(repo, normalize, "base", "medical")
     rows = read_jsonl(repo / "data/normalized/base/medical.jsonl")
     assert rows[0]["ref_times"] == [["复", 0.1, 0.3], ["查", 0.3, 0.5], ["ct", 0.6, 0.9]] and "times" in rows[0]
+    assert "ref_times" not in rows[2] and rows[2]["pseudo_timestamps"]

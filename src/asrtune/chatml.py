@@ -16,10 +16,12 @@ def speech_length(duration_s: float) -> int:
 
 
 def record(key: str, audio_path: str, text: str, duration_s: float, text_length: int,
-           system: str, prompt: str, audio_sha256: str | None = None, timestamps: list | None = None) -> dict:
+           system: str, prompt: str, audio_sha256: str | None = None, timestamps: list | None = None,
+           pseudo: bool = False) -> dict:
     """Fun-ASR-Nano's record; `audio_sha256` (beside its keys, which Fun-ASR's reader ignores) makes
     the record change when the audio does, so split, mix and training rerun; `timestamps` are the
-    reference [start, end] per unit of the text (asrtune.timestamps), where the corpus has them."""
+    reference [start, end] per unit of the text (asrtune.timestamps), where the corpus has them, or the
+    base aligner's pseudo-labels (`pseudo`: then `pseudo_timestamps: true`, and score never scores them)."""
     return {
         "key": key,
         "messages": [
@@ -29,7 +31,8 @@ def record(key: str, audio_path: str, text: str, duration_s: float, text_length:
         ],
         "speech_length": speech_length(duration_s),
         "text_length": text_length,
-    } | ({"audio_sha256": audio_sha256} if audio_sha256 else {}) | ({"timestamps": timestamps} if timestamps is not None else {})
+    } | ({"audio_sha256": audio_sha256} if audio_sha256 else {}) | ({"timestamps": timestamps} if timestamps is not None else {}) \
+      | ({"pseudo_timestamps": True} if pseudo and timestamps is not None else {})
 
 
 def audio_path_for(manifest_path: str, mode: str) -> str:

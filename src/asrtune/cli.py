@@ -8,12 +8,13 @@ import typer
 
 from asrtune import cache
 from asrtune.errors import UserError
-from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, score, split
+from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, pseudo, score, split
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible domain adaptation of speech recognition models. Stages run from dvc.yaml.")
 app.command("base")(base.run)
 app.command("ingest")(ingest.run)
+app.command("pseudo")(pseudo.run)
 app.command("jsonl")(jsonl.run)
 app.command("split")(split.run)
 app.command("mix")(mix.run)

@@ -154,11 +154,9 @@ def _speak(engine, voice: str, chosen: list[Sentence], voices: list[Speaker], pa
     for i, sentence in enumerate(chosen):
         spk = voices[i % len(voices)]
         where = f"{path}:{sentence.line}"
-        pairs = None
-        if voice == "kokoro":  # with reference timestamps from its duration predictor
+        if voice == "kokoro":  # reference timestamps from its duration predictor
             speech = engine.synth(sentence.text, spk.styles, spk.rate, where)
-            samples = speech.samples
-            pairs = [[start, end] for _, start, end in speech.units] if speech.units is not None else None
-        else:
-            samples = engine.synth(sentence.text, spk.voice, int(spk.rate), spk.pitch)
-        yield Candidate(f"{spk.id}-{i:05d}", (samples, engine.sample_rate), sentence.text, spk.id, where, pairs)
+        else:  # from eSpeak's word and phoneme events
+            speech = engine.synth(sentence.text, spk.voice, int(spk.rate), spk.pitch)
+        pairs = [[start, end] for _, start, end in speech.units] if speech.units is not None else None
+        yield Candidate(f"{spk.id}-{i:05d}", (speech.samples, engine.sample_rate), sentence.text, spk.id, where, pairs)

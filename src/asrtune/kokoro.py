@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from asrtune import timestamps
+from asrtune.timestamps import Speech
 from asrtune.errors import UserError
 
 SAMPLE_RATE = 24000
@@ -42,12 +42,6 @@ LETTERS = dict(A="ˈA", B="bˈi", C="sˈi", D="dˈi", E="ˈi", F="ˈɛf", G="ʤ�
                L="ˈɛl", M="ˈɛm", N="ˈɛn", O="ˈO", P="pˈi", Q="kjˈu", R="ˈɑɹ", S="ˈɛs", T="tˈi", U="jˈu", V="vˈi",
                W="dˈʌbəlju", X="ˈɛks", Y="wˈI", Z="zˈi")
 _PRIVATE = 0xE000  # a private-use character stands in for an acronym while jieba and cn2an see the text
-
-
-@dataclass(frozen=True)
-class Speech:
-    samples: np.ndarray  # float32 at 24 kHz
-    units: list[tuple[str, float, float]] | None  # (unit, start s, end s) per aligner unit; None: not known
 
 
 class Kokoro:

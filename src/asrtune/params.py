@@ -184,6 +184,12 @@ class Decode(Strict):
     timestamps: bool = False
 
 
+class Align(Strict):
+    # timestamps from the base aligner (model.base: a Qwen3-ForcedAligner) for utterances that have none, to
+    # train on; never scored against (agreement with the base model, not accuracy)
+    pseudo_labels: bool = False
+
+
 class Normalize(Strict):
     traditional_to_simplified: bool = True
     numbers_to_arabic: bool = True
@@ -205,6 +211,7 @@ class Params(Strict):
     mix: Mix
     train: Train
     decode: Decode = Decode()
+    align: Align = Align()
     normalize: Normalize = Normalize()
     score: Score = Score()
 

@@ -17,6 +17,10 @@ def manifest(corpus: str) -> Path:
     return ingest_dir(corpus) / "manifest.jsonl"
 
 
+def pseudo_labels(corpus: str) -> Path:
+    return Path("data/pseudo") / f"{corpus}.jsonl"
+
+
 def jsonl(corpus: str) -> Path:
     return Path("data/jsonl") / f"{corpus}.jsonl"
 

@@ -6,9 +6,19 @@ from transformers' own splitter. ingest checks them; jsonl, split and mix carry 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 TOLERANCE = 0.02  # s: an end may pass the audio's end by this much (rounding, a resampled length)
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A synthesizer's output: its samples and, where it can tell, when each unit of the text is spoken."""
+    samples: np.ndarray
+    units: list[tuple[str, float, float]] | None  # (unit, start s, end s) per aligner unit; None: not known
 
 
 def units(text: str) -> list[str]:
@@ -17,6 +27,18 @@ def units(text: str) -> list[str]:
     from transformers.models.qwen3_asr.processing_qwen3_asr import Qwen3ASRProcessor
 
     return Qwen3ASRProcessor.split_words_for_alignment(None, text)
+
+
+def spans(text: str) -> list[tuple[str, int, int]]:
+    """Each unit of `text` with the index of its first and its last character in `text`. The splitter only
+    drops characters (punctuation, spaces), and not always between units: "CT，12" is one unit, CT12."""
+    out, i = [], 0
+    for unit in units(text):
+        first = text.index(unit[0], i)
+        for ch in unit:
+            i = text.index(ch, i) + 1
+        out.append((unit, first, i - 1))
+    return out
 
 
 def problem(pairs, text: str, duration: float) -> str | None:
@@ -86,20 +108,15 @@ def unit_times(pieces: list[tuple[bytes, float, float]]) -> list[tuple[str, floa
     for n, (c, a, b) in enumerate(chars):
         if a == b and not c.isspace():
             sharing[a].append(n)
-    spans = []
+    times = []  # (start, end) per character
     for n, (c, a, b) in enumerate(chars):
         if c.isspace():
-            spans.append((pieces[a][1], pieces[a][1]))  # never a unit's own
+            times.append((pieces[a][1], pieces[a][1]))  # never a unit's own
         elif a == b:
             r, k = sharing[a].index(n), len(sharing[a])
             s, e = pieces[a][1], pieces[a][2]
-            spans.append((s + (e - s) * r / k, s + (e - s) * (r + 1) / k))
+            times.append((s + (e - s) * r / k, s + (e - s) * (r + 1) / k))
         else:
-            spans.append((pieces[a][1], pieces[b][2]))
+            times.append((pieces[a][1], pieces[b][2]))
     text = "".join(c for c, _, _ in chars)
-    out, cursor = [], 0
-    for unit in units(text):
-        at = text.find(unit, cursor)
-        out.append((unit, round(spans[at][0], 3), round(spans[at + len(unit) - 1][1], 3)))
-        cursor = at + len(unit)
-    return out
+    return [(unit, round(times[first][0], 3), round(times[last][1], 3)) for unit, first, last in spans(text)]

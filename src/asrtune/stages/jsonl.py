@@ -25,13 +25,15 @@ def token_counter(model_dir: Path) -> Callable[[list[str]], list[int]]:
     return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
-def records(corpus: str, count_tokens, cfg: params.Jsonl):
+def records(corpus: str, count_tokens, cfg: params.Jsonl, pseudo: dict[str, list]):
+    """ChatML records of the manifest; an utterance without timestamps takes its pseudo-label, if any."""
     manifest = read_jsonl(paths.manifest(corpus), stage_hint=f"ingest@{corpus}")
     while batch := list(islice(manifest, BATCH)):
         for r, n in zip(batch, count_tokens([r["text"] for r in batch])):
+            own = r.get("timestamps")
             yield chatml.record(chatml.key_for(corpus, r["id"]), chatml.audio_path_for(r["audio"], cfg.audio_paths),
                                 r["text"], r["duration"], n, cfg.system, cfg.prompt, r.get("sha256"),
-                               r.get("timestamps"))
+                                own if own is not None else pseudo.get(r["id"]), pseudo=own is None)
 
 
 def run(corpus: str) -> None:
@@ -39,5 +41,9 @@ def run(corpus: str) -> None:
     p = params.load()
     if not paths.BASE_MODEL.is_dir():
         raise UserError(f"{paths.BASE_MODEL}: not found (run `dvc repro base` first)")
-    n = write_jsonl(paths.jsonl(corpus), records(corpus, token_counter(paths.BASE_MODEL), p.jsonl))
-    print(f"jsonl {corpus}: {n} records -> {paths.jsonl(corpus)}")
+    pseudo = {}
+    if p.align.pseudo_labels or paths.pseudo_labels(corpus).is_file():  # off, the stage writes an empty file
+        pseudo = {r["id"]: r["timestamps"] for r in read_jsonl(paths.pseudo_labels(corpus), stage_hint=f"pseudo@{corpus}")}
+    n = write_jsonl(paths.jsonl(corpus), records(corpus, token_counter(paths.BASE_MODEL), p.jsonl, pseudo))
+    note = f" ({len(pseudo)} with the base aligner's pseudo-labels)" if pseudo else ""
+    print(f"jsonl {corpus}: {n} records{note} -> {paths.jsonl(corpus)}")

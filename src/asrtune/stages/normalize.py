@@ -45,7 +45,8 @@ def normalized_times(unit_times, opts) -> list:
 
 def run(model: str, corpus: str) -> None:
     """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing (and ref_times, times where
-    the test set has reference timestamps and decode wrote times)."""
+    the test set has reference timestamps and decode wrote times; pseudo_timestamps where its timestamps are
+    the base aligner's pseudo-labels, which are no reference)."""
     opts = params.load().normalize
     records = {r["key"]: r for r in read_jsonl(paths.split_dir(corpus) / "test.jsonl", stage_hint=f"split@{corpus}")}
     refs = {k: r["messages"][2]["content"] for k, r in records.items()}
@@ -56,14 +57,19 @@ def run(model: str, corpus: str) -> None:
         from asrtune.timestamps import units
 
         ref_times = {k: normalized_times([[u, s, e] for u, (s, e) in zip(units(refs[k]), r["timestamps"])], opts)
-                     for k, r in records.items() if r.get("timestamps") is not None}
+                     for k, r in records.items() if r.get("timestamps") is not None and not r.get("pseudo_timestamps")}
+    pseudo = {k for k, r in records.items() if r.get("pseudo_timestamps")}  # the base aligner's: not references
     extra = sorted(set(hyps) - set(refs))
     if extra:
         raise UserError(f"{hyp_file}: {len(extra)} keys are not in the {corpus} test set, e.g. {extra[0]}")
     missing = sorted(set(refs) - set(hyps))
     rows = ({"key": k, "ref": normalize(refs[k], opts), "hyp": normalize(hyps.get(k, ""), opts), "missing": k not in hyps}
             | ({"ref_times": ref_times[k], "times": normalized_times(times.get(k, []), opts)} if k in ref_times else {})
+            | ({"pseudo_timestamps": True} if k in pseudo else {})
             for k in sorted(refs))
     n = write_jsonl(paths.normalized_file(model, corpus), rows)
     note = f", {len(missing)} missing from {hyp_file} (scored as deletions)" if missing else ""
+    if pseudo:
+        note += (f"; {len(pseudo)} with pseudo-label timestamps, not scored (agreement with the base aligner, "
+                 "not accuracy)")
     print(f"normalize {model} {corpus}: {n} utterances{note}")

@@ -6,9 +6,9 @@ transcript (asrtune.timestamps.units: each Chinese character, each run of letter
 `<timestamp>` slots, its start and its end. The head classifies each slot into a time bin of
 `processor.timestamp_segment_time` ms (80). Training labels the slots with the record's reference
 timestamps (bin = round(t / 80 ms), clipped to the head's bins) and nothing else; an utterance without
-reference timestamps cannot teach the aligner and is rejected before training. Decoding aligns each
-clip's reference transcript and returns its units' times (`decode_forced_alignment`, which repairs
-non-monotonic predictions).
+reference timestamps cannot teach the aligner and is rejected before training (or gets the base
+aligner's pseudo-labels: align.pseudo_labels). Decoding aligns each clip's reference transcript and returns
+its units' times (`decode_forced_alignment`, which repairs non-monotonic predictions), within the clip.
 
 Training inputs, features, the collator and the frozen-tower cache are the audiollm family's, which
 this family reuses (they are keyed by the Qwen3-ASR architecture both share).
@@ -185,7 +185,9 @@ def align(model, processor, texts: list[str], audio: list[np.ndarray], language:
     with torch.no_grad():
         logits = model(**inputs, use_cache=False).logits
     out = processor.decode_forced_alignment(logits.float(), inputs["input_ids"], [w for _, _, w in clips], model.config.timestamp_token_id)
-    return [[(w["text"], w["start_time"], w["end_time"]) for w in words] for words in out]
+    # a bin may lie past the clip's end (the head has bins for long audio): no time outside the audio
+    return [[(w["text"], min(w["start_time"], len(a) / 16000), min(w["end_time"], len(a) / 16000)) for w in words]
+            for words, a in zip(out, audio)]
 
 
 def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[tuple[str, list]]:
