@@ -19,6 +19,14 @@ def test_audiollm_memory_quick():
     assert "| Fun-ASR-Nano-2512 | 221.1 M | 12.6 M | 596.0 M | 829.8 M |" in out  # (i): real shapes, meta device
     assert "| Qwen3-ASR-1.7B |" in out and "| encoder + adaptor |" in out
     assert out.count("| LoRA r=16 on the LLM (asrtune default) |") == 2 and "tiny Fun-ASR-Nano" in out
+    assert "| Qwen3-ForcedAligner-0.6B | 314.3 M | 2.1 M | 601.3 M | 917.7 M |" in out  # 1.84 GB in bf16, as released
+
+
+def test_audiollm_memory_quick_at_the_aligners_shapes():
+    out = subprocess.run([sys.executable, "benchmarks/audiollm_memory.py", "--quick", "--model", "aligner"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("| LoRA r=16 on the LLM (asrtune default) |") == 2 and "tiny aligner" in out.stdout
 
 
 def test_audiollm_speed_quick():
