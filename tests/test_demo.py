@@ -28,6 +28,18 @@ def test_fresh_espeak_engines_give_identical_samples_for_every_voice():
     assert all(len(a) > 22050 for a in runs[0])  # over a second of speech each
 
 
+def test_espeak_phoneme_events_leave_the_samples_alone(monkeypatch):
+    from asrtune import espeak
+
+    timed = espeak.Espeak()
+    with_events = [timed.synth("请把D二聚体的结果发给ICU", v, 170, 40) for v in ESPEAK_VOICES[:3]]
+    monkeypatch.setattr(espeak, "_PHONEME_EVENTS", 0)  # as libespeak-ng was initialised before the timestamps
+    plain = espeak.Espeak()
+    without = [plain.synth("请把D二聚体的结果发给ICU", v, 170, 40) for v in ESPEAK_VOICES[:3]]
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(with_events, without))
+    assert all(s.units is not None for s in with_events) and without[0].units is None  # no phoneme event, no time
+
+
 def test_demo_corpus_is_reproducible_with_speakers():
     assert len(read_demo(REPO / "demo/medical.yaml", 6, 3, 0, "espeak")) == 6  # ingest's progress bar shows a total
     a = list(read_demo(REPO / "demo/medical.yaml", 6, 3, 0, "espeak"))

@@ -137,7 +137,11 @@ def test_espeak_word_events_to_unit_spans():
     # the aligner's splitter drops the comma without a break: CT，12 is one unit
     merged = [word(1), phone(0.1, b"s"), phone(0.3, b"_"), word(4), phone(0.5, b"j"), phone(0.7, b"_")]
     assert unit_times("CT，12", merged, 1.0) == [("CT12", 0.1, 0.7)]
-    assert unit_times("，患者", [word(1), phone(0.1, b"a")], 1.0) is None  # 患 gets no word: no timestamps
+    # a word that starts on an opening quote belongs to the unit after it, not to the one before
+    quoted = [word(1), phone(0.1, b"s"), phone(0.3, b"_"), word(2), phone(0.4, b"n"), phone(0.6, b"_")]
+    assert unit_times("说“你", quoted, 1.0) == [("说", 0.1, 0.3), ("你", 0.4, 0.6)]
+    assert unit_times("。", [word(1), phone(0.1, b"a")], 1.0) is None  # nothing to time
+    assert unit_times("患者", [word(2), phone(0.1, b"a")], 1.0) is None  # 患 gets no word: no timestamps
 
 
 def test_unit_times_from_byte_level_tokens():
@@ -194,7 +198,7 @@ def test_score_never_scores_against_pseudo_labels(tmp_path):
 
     ref = [["复", 0.1, 0.3], ["查", 0.3, 0.5]]
     timed = {"ref": "复查", "hyp": "复查", "missing": False, "ref_times": ref, "times": [[u, s + 0.04, e + 0.04] for u, s, e in ref]}
-    pseudo = {"ref": "复查", "hyp": "复查", "missing": False, "pseudo_timestamps": True}
+    pseudo = {"ref": "复查", "hyp": "复查", "missing": False, "pseudo_timestamps": True, "times": timed["times"]}
     for model in ("base", "merged"):
         for corpus, rows in (("general", [pseudo, pseudo]), ("medical", [timed, pseudo, timed])):
             out = tmp_path / f"data/normalized/{model}/{corpus}.jsonl"
@@ -209,6 +213,10 @@ def test_score_never_scores_against_pseudo_labels(tmp_path):
     assert "agreement with the base aligner, not accuracy" in m["pseudo_labels"]
     cer = json.loads((tmp_path / "metrics/cer.json").read_text(encoding="utf-8"))
     assert "these CERs say nothing" in cer["note"] and "forced aligner" in printed  # every hypothesis is its reference
+    medical = tmp_path / "data/normalized/base/medical.jsonl"
+    medical.write_text(medical.read_text(encoding="utf-8").replace('"hyp": "复查"', '"hyp": "复差"', 1), encoding="utf-8")
+    in_process(tmp_path, score)
+    assert "note" not in json.loads((tmp_path / "metrics/cer.json").read_text(encoding="utf-8"))  # one real hypothesis
 
 
 def test_whisper_decode_writes_unit_times_and_normalize_carries_them(tmp_path, tiny_whisper_dir):
@@ -241,4 +249,4 @@ def test_whisper_decode_writes_unit_times_and_normalize_carries_them(tmp_path, t
     in_process(repo, normalize, "base", "medical")
     rows = read_jsonl(repo / "data/normalized/base/medical.jsonl")
     assert rows[0]["ref_times"] == [["复", 0.1, 0.3], ["查", 0.3, 0.5], ["ct", 0.6, 0.9]] and "times" in rows[0]
-    assert "ref_times" not in rows[2] and rows[2]["pseudo_timestamps"]
+    assert "ref_times" not in rows[2] and rows[2]["pseudo_timestamps"] and "times" in rows[2]

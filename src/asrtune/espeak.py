@@ -75,16 +75,20 @@ class Espeak:
             raise UserError(f"libespeak-ng failed to initialise with data at {data_path.decode()}")
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, float, bytes]] = []  # (type, character position from 1, seconds, phoneme)
+        self._failure: BaseException | None = None
 
         def collect(wav, n, events):
-            if wav and n > 0:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-            i = 0
-            while events[i].type != 0:
-                e = events[i]
-                if e.type in (_WORD, _PHONEME):
-                    self._events.append((e.type, e.text_position, e.audio_position / 1000, e.id if e.type == _PHONEME else b""))
-                i += 1
+            try:  # ctypes prints an exception raised here and carries on: keep it for synth to raise
+                if wav and n > 0:
+                    self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+                i = 0
+                while events and events[i].type != 0:
+                    e = events[i]
+                    if e.type in (_WORD, _PHONEME):
+                        self._events.append((e.type, e.text_position, e.audio_position / 1000, e.id if e.type == _PHONEME else b""))
+                    i += 1
+            except BaseException as error:  # noqa: BLE001 (re-raised by synth)
+                self._failure = self._failure or error
             return 0
 
         self._callback = _CALLBACK(collect)  # keep a reference: ctypes does not
@@ -97,17 +101,21 @@ class Espeak:
             raise UserError(f"eSpeak NG has no voice '{voice}'")
         for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
             self._lib.espeak_SetParameter(param, value, 0)
-        self._chunks, self._events = [], []
+        self._chunks, self._events, self._failure = [], [], None
         data = text.encode("utf-8") + b"\0"
         self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         self._lib.espeak_Synchronize()
+        if self._failure is not None:
+            raise self._failure
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
         return Speech(samples, unit_times(text, self._events, len(samples) / self.sample_rate))
 
 
 def unit_times(text: str, events: list[tuple[int, int, float, bytes]], duration: float) -> list[tuple[str, float, float]] | None:
-    """(unit, start, end) per aligner unit of `text` from eSpeak's word and phoneme events; None when a unit
-    gets no word (one eSpeak skipped)."""
+    """(unit, start, end) per aligner unit of `text` from eSpeak's word and phoneme events. A word that starts
+    in dropped text (an opening quote) belongs to the unit after it; a unit without a word of its own shares
+    the span of the one before (a dictionary word eSpeak speaks as one: 患者; its reported length is 1, so it
+    cannot tell). None when the text has no unit or its first unit has no word."""
     words: list[list] = []  # [character index, start, end] of each word that sounds
     sounding: list[int] = []  # indices into `phones` of the current word's sounding phonemes
     phones = [(t, name) for kind, _, t, name in events if kind == _PHONEME] + [(duration, b"_")]
@@ -131,10 +139,14 @@ def unit_times(text: str, events: list[tuple[int, int, float, bytes]], duration:
         else:
             j += 1
     close()
+    units = timestamps.spans(text)
+    if not units:
+        return None
     spans, groups = [], []  # the span of each unit that has words of its own; the units that share it
     out: list[tuple[str, float, float]] = []
-    for unit, first, last in timestamps.spans(text):
-        own = [w for w in words if first <= w[0] <= last]
+    for n, (unit, first, last) in enumerate(units):
+        after = units[n - 1][2] if n else -1  # words that start after the previous unit's last character are this one's
+        own = [w for w in words if after < w[0] <= last]
         if own:
             spans.append((min(w[1] for w in own), max(w[2] for w in own)))
             groups.append([len(out)])

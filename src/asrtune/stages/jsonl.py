@@ -42,7 +42,7 @@ def run(corpus: str) -> None:
     if not paths.BASE_MODEL.is_dir():
         raise UserError(f"{paths.BASE_MODEL}: not found (run `dvc repro base` first)")
     pseudo = {}
-    if p.align.pseudo_labels or paths.pseudo_labels(corpus).is_file():  # off, the stage writes an empty file
+    if p.align.pseudo_labels:  # off, the stage writes an empty file, and an old one must not count
         pseudo = {r["id"]: r["timestamps"] for r in read_jsonl(paths.pseudo_labels(corpus), stage_hint=f"pseudo@{corpus}")}
     n = write_jsonl(paths.jsonl(corpus), records(corpus, token_counter(paths.BASE_MODEL), p.jsonl, pseudo))
     note = f" ({len(pseudo)} with the base aligner's pseudo-labels)" if pseudo else ""

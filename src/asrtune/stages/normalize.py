@@ -44,8 +44,8 @@ def normalized_times(unit_times, opts) -> list:
 
 
 def run(model: str, corpus: str) -> None:
-    """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing (and ref_times, times where
-    the test set has reference timestamps and decode wrote times; pseudo_timestamps where its timestamps are
+    """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing; where decode wrote times, `times`
+    and, where the test set has reference timestamps, `ref_times` (pseudo_timestamps instead where they are
     the base aligner's pseudo-labels, which are no reference)."""
     opts = params.load().normalize
     records = {r["key"]: r for r in read_jsonl(paths.split_dir(corpus) / "test.jsonl", stage_hint=f"split@{corpus}")}
@@ -64,7 +64,8 @@ def run(model: str, corpus: str) -> None:
         raise UserError(f"{hyp_file}: {len(extra)} keys are not in the {corpus} test set, e.g. {extra[0]}")
     missing = sorted(set(refs) - set(hyps))
     rows = ({"key": k, "ref": normalize(refs[k], opts), "hyp": normalize(hyps.get(k, ""), opts), "missing": k not in hyps}
-            | ({"ref_times": ref_times[k], "times": normalized_times(times.get(k, []), opts)} if k in ref_times else {})
+            | ({"ref_times": ref_times[k]} if k in ref_times else {})
+            | ({"times": normalized_times(times.get(k, []), opts)} if times else {})
             | ({"pseudo_timestamps": True} if k in pseudo else {})
             for k in sorted(refs))
     n = write_jsonl(paths.normalized_file(model, corpus), rows)

@@ -147,10 +147,11 @@ def run() -> None:
     for key in ("cer_by_language", "cer_by_language_ci95", "n_by_language", "term_recall", "term_recall_ci95"):
         if not metrics[key]:
             del metrics[key]
-    if all(r["hyp"] == r["ref"] and not r["missing"] for rows in rows_of.values() for rs in rows.values() for r in rs):
+    rows = [r for rows in rows_of.values() for rs in rows.values() for r in rs]
+    if rows and all(r["hyp"] == r["ref"] and not r["missing"] and "times" in r for r in rows):
         # a forced aligner is given the transcript: its "hypothesis" is the reference, its result the times
-        metrics["note"] = ("every hypothesis equals its reference (a forced aligner's output is the transcript it was "
-                           "given): these CERs say nothing; see metrics/alignment.json")
+        metrics["note"] = ("every hypothesis equals its reference and comes with times: a forced aligner's output is the "
+                           "transcript it was given, so these CERs say nothing; see metrics/alignment.json")
         print(f"note: {metrics['note']}")
 
     METRICS.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def _alignment(p: params.Params, rows_of: dict[str, dict[str, list[dict]]]) -> d
     for corpus, rows in rows_of.items():
         seed = resample_seed(p.score.seed, corpus)
         for model, rs in rows.items():
-            rs = [r for r in rs if "ref_times" in r]  # utterances with independent references (and decode.timestamps on)
+            rs = [r for r in rs if r.get("ref_times")]  # utterances with independent references (and decode.timestamps on)
             if not rs:
                 continue
             errors = [boundary_errors(r["ref_times"], r["times"]) for r in rs]
