@@ -6,13 +6,14 @@ one monotonic (unit, start, end) per unit, and an utterance without timestamps i
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import in_process, params_for, write_audio
+from conftest import asrtune, in_process, params_for, write_audio
 
 from asrtune import checkpoint, families
 from asrtune.chatml import Example, examples, record
@@ -252,3 +253,26 @@ def test_pseudo_labels_time_what_has_no_timestamps_and_jsonl_marks_them(repo, tm
     settings(work, tiny_whisper_dir, **{"data.corpora": corpora, "align.pseudo_labels": True})
     with pytest.raises(UserError, match="models/base is a whisper model; pseudo-labels come from a Qwen3-ForcedAligner"):
         in_process(work, pseudo, "c")
+
+
+def test_two_processes_train_the_aligner_as_one_with_the_same_global_batch(repo, tmp_path, tiny_aligner_dir):
+    """train.devices=2 on a CPU (two gloo processes under torchrun, batch 2 each) gives the LoRA weights and
+    the score head that one process gives with batch 4: the aligner's loss divides by the slots of the
+    whole global batch, and rank 0 alone writes."""
+    from safetensors.torch import load_file
+
+    from asrtune.stages import finetune
+
+    common = {"train.lora.dropout": 0.0}
+    runs = {}
+    for name, batch in (("one", {"train.batch_size": 4}), ("two", {"train.batch_size": 2, "train.devices": 2})):
+        work = runs[name] = tmp_path / name
+        shutil.copytree(repo, work, ignore=shutil.ignore_patterns("finetune", "merged", "plots", ".cache"))
+        settings(work, tiny_aligner_dir, **common, **batch)
+    in_process(runs["one"], finetune, "s1")
+    out = asrtune(runs["two"], "finetune", "s1").stdout
+    assert "2 processes under torchrun" in out and out.count("best val loss") == 1
+    a, b = (load_file(runs[n] / "models/finetune/s1/adapter/adapter_model.safetensors") for n in ("one", "two"))
+    assert a.keys() == b.keys() and any("score" in k for k in a)  # the head is saved beside the adapter
+    for k in a:  # tolerance: the two processes sum the same gradients in another order
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
