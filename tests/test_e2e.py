@@ -158,4 +158,5 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
         assert set(alignment["mae_ms"][corpus]) == {"base", "merged"} and alignment["units_timed"][corpus] == {"base": 1.0, "merged": 1.0}
         assert alignment["boundaries"][corpus]["base"] == alignment["boundaries"][corpus]["merged"] > 0  # every unit, both models
     assert "forced aligner" in json.loads((dvc_repo / "metrics/cer.json").read_text())["note"]
+    assert len((dvc_repo / "plots/alignment.csv").read_text().splitlines()) == 5  # header + 2 test sets x 2 models
     assert "mae_ms.medical.merged" in sh(dvc_repo, DVC, "metrics", "diff", "--all")

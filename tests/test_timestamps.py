@@ -189,6 +189,8 @@ def test_score_writes_timestamp_mae_with_intervals(tmp_path):
     assert m["mae_ms_ci95"]["medical"]["base"] == {"lo": 40.0, "hi": 40.0}  # every resample: 40 ms
     assert m["mae_ms_ci95"]["medical"]["merged"]["lo"] == 0.0 and m["mae_ms_ci95"]["medical"]["merged"]["hi"] == 200.0
     assert m["units_timed"]["medical"] == {"base": 1.0, "merged": 1.0} and "timestamps medical: MAE base 40.0 ms" in printed
+    plot = (tmp_path / "plots/alignment.csv").read_text(encoding="utf-8").splitlines()
+    assert plot[0] == "test_set,corpus,model,mae_ms,mae_ms_lo,mae_ms_hi" and "medical / merged,medical,merged,100.0,0.0,200.0" in plot
 
 
 def test_score_never_scores_against_pseudo_labels(tmp_path):

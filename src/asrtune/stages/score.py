@@ -31,6 +31,7 @@ METRICS = Path("metrics/cer.json")
 ALIGNMENT = Path("metrics/alignment.json")
 WITHIN_MS = (20, 50, 100)
 PLOT = Path("plots/cer.csv")
+ALIGNMENT_PLOT = Path("plots/alignment.csv")  # MAE per test set and model (header only without timestamps)
 REPORTS = Path("data/score")
 LANGUAGES = ("zh", "en")  # reported when a test set's references hold both; `other` (numbers, symbols) only in the reports
 
@@ -163,6 +164,13 @@ def run() -> None:
         writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "cer", "cer_lo", "cer_hi"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(plot_rows)
+    with open(ALIGNMENT_PLOT, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "mae_ms", "mae_ms_lo", "mae_ms_hi"], lineterminator="\n")
+        writer.writeheader()
+        for corpus, by_model in alignment.get("mae_ms", {}).items():
+            writer.writerows({"test_set": f"{corpus} / {m}", "corpus": corpus, "model": m, "mae_ms": v,
+                              "mae_ms_lo": alignment["mae_ms_ci95"][corpus][m]["lo"], "mae_ms_hi": alignment["mae_ms_ci95"][corpus][m]["hi"]}
+                             for m, v in by_model.items())
     _print(metrics, roles, p.score)
 
 
