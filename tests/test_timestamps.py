@@ -144,6 +144,17 @@ def test_espeak_word_events_to_unit_spans():
     assert unit_times("患者", [word(2), phone(0.1, b"a")], 1.0) is None  # 患 gets no word: no timestamps
 
 
+def test_whispers_first_unit_loses_the_leading_silence():
+    """DTW starts Whisper's first unit at 0 s: it is cut to twice the median unit (capped at 0.7 s), from the start."""
+    from asrtune.families.whisper import trim_first_unit
+
+    units = [("复", 0.0, 0.9), ("查", 0.9, 1.1), ("CT", 1.1, 1.3), ("室", 1.3, 1.5)]
+    assert trim_first_unit(units) == [("复", 0.5, 0.9), *units[1:]]  # median 0.2 s
+    assert trim_first_unit(units[:1] + [("查", 0.9, 2.4), ("室", 2.4, 3.9)]) == [("复", 0.0, 0.9), ("查", 0.9, 2.4), ("室", 2.4, 3.9)]
+    assert trim_first_unit([("复", 0.0, 3.0), ("查", 3.0, 5.0), ("室", 5.0, 7.0)])[0] == ("复", 1.6, 3.0)  # median capped at 0.7 s
+    assert trim_first_unit(units[:1]) == units[:1]  # one unit: nothing to compare it with
+
+
 def test_unit_times_from_byte_level_tokens():
     from asrtune.timestamps import unit_times
 

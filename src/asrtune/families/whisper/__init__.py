@@ -163,8 +163,9 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
 
 def token_unit_times(tokenizer, ids: list[int], starts: list[float]) -> list[tuple[str, float, float]]:
     """Units from generated tokens and their times. `token_timestamps[i]` is where token i starts (the DTW
-    jump into its row; the first is always 0, where the path starts), and it ends where the next one starts
-    (the last: the final jump). Read the other way round (i ends at [i]) the demo's MAE was 220 ms, not 148."""
+    jump into its row; the first is always 0, where the path starts: trim_first_unit), and it ends where the
+    next one starts (the last: the final jump). Read the other way round (i ends at [i]) the demo's MAE was
+    220 ms, not 148."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     to_byte = {c: b for b, c in bytes_to_unicode().items()}
@@ -174,4 +175,17 @@ def token_unit_times(tokenizer, ids: list[int], starts: list[float]) -> list[tup
         if token < first_special:
             pieces.append((bytes(to_byte[c] for c in tokenizer.convert_ids_to_tokens(token)), start,
                            starts[i + 1] if i + 1 < len(starts) else start))
-    return timestamps.unit_times(pieces)
+    return trim_first_unit(timestamps.unit_times(pieces))
+
+
+def trim_first_unit(units: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """The DTW path starts at 0 s, so the first unit takes in the clip's leading silence (0.4 s on the
+    demo's clips). openai-whisper's rule for its first word: no longer than twice the median unit
+    (the median capped at 0.7 s), cut from the start."""
+    if len(units) < 2:
+        return units
+    longest = 2 * min(float(np.median([e - s for _, s, e in units])), 0.7)
+    unit, start, end = units[0]
+    if longest > 0 and end - start > longest:
+        units = [(unit, round(max(start, end - longest), 3), end), *units[1:]]
+    return units
