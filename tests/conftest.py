@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
+
+# two pytest-xdist workers on two cores: one compute thread per process. torch's default (a thread per core)
+# puts four busy threads on two cores, and its OpenMP threads spin while they wait for each other
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json  # noqa: E402
 import re
 import shutil
 import subprocess

@@ -148,8 +148,8 @@ def run() -> None:
     for key in ("cer_by_language", "cer_by_language_ci95", "n_by_language", "term_recall", "term_recall_ci95"):
         if not metrics[key]:
             del metrics[key]
-    rows = [r for rows in rows_of.values() for rs in rows.values() for r in rs]
-    if rows and all(r["hyp"] == r["ref"] and not r["missing"] and "times" in r for r in rows):
+    every_row = [r for by_model in rows_of.values() for rs in by_model.values() for r in rs]
+    if every_row and all(r["hyp"] == r["ref"] and not r["missing"] and "times" in r for r in every_row):
         # a forced aligner is given the transcript: its "hypothesis" is the reference, its result the times
         metrics["note"] = ("every hypothesis equals its reference and comes with times: a forced aligner's output is the "
                            "transcript it was given, so these CERs say nothing; see metrics/alignment.json")
