@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import in_process, params_for, read_jsonl, write_audio
+from conftest import REPO, in_process, params_for, read_jsonl, write_audio
 
 from asrtune.timestamps import problem, read_ctm, units
 
@@ -16,6 +16,13 @@ from asrtune.timestamps import problem, read_ctm, units
 def test_units_are_the_aligners():
     assert units("请把胸部CT报告送到ICU。") == ["请", "把", "胸", "部", "CT", "报", "告", "送", "到", "ICU"]
     assert units("打 8 折，OK") == ["打", "8", "折", "OK"]
+    from transformers.models.qwen3_asr.processing_qwen3_asr import Qwen3ASRProcessor
+
+    from asrtune.tiny import demo_texts
+
+    tricky = ["CT，12", "don't stop", "  D-二聚体 3.5mg/L ", "Ｈｅｌｌｏ　世界", "ｶﾀｶﾅ かな 한국어", "𠀀𪜀 é ß ½ ², ①", "", "。。", "a\tb\nc"]
+    for text in demo_texts(REPO / "demo") + tricky:  # transformers' own splitter, without language
+        assert units(text) == Qwen3ASRProcessor.split_words_for_alignment(None, text), text
 
 
 def test_problems_name_the_reason():

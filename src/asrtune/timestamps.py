@@ -21,12 +21,37 @@ class Speech:
     units: list[tuple[str, float, float]] | None  # (unit, start s, end s) per aligner unit; None: not known
 
 
-def units(text: str) -> list[str]:
-    """The aligner's units of `text` (transformers' `split_words_for_alignment`, which uses nothing of the
-    processor outside Japanese and Korean)."""
-    from transformers.models.qwen3_asr.processing_qwen3_asr import Qwen3ASRProcessor
+# CJK ideographs, each a unit of its own: the ranges of transformers' qwen3_asr `_is_cjk_char`
+_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+        (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
-    return Qwen3ASRProcessor.split_words_for_alignment(None, text)
+
+def _cjk(char: str) -> bool:
+    return any(lo <= ord(char) <= hi for lo, hi in _CJK)
+
+
+def units(text: str) -> list[str]:
+    """The aligner's units of `text`: transformers' `Qwen3ASRProcessor.split_words_for_alignment` for every
+    language but Japanese and Korean (each CJK ideograph alone; runs of letters, digits and apostrophes
+    between spaces; anything else dropped without a break), written out here because importing the
+    processor's module costs 8 s of transformers in every stage that checks timestamps (ingest, normalize).
+    tests/test_timestamps.py checks it against transformers' own on every demo sentence."""
+    import unicodedata
+
+    out: list[str] = []
+    run: list[str] = []
+    for char in text.strip():
+        if _cjk(char) or char.isspace():
+            if run:
+                out.append("".join(run))
+                run = []
+            if not char.isspace():
+                out.append(char)
+        elif char == "'" or unicodedata.category(char)[0] in "LN":
+            run.append(char)
+    if run:
+        out.append("".join(run))
+    return out
 
 
 def spans(text: str) -> list[tuple[str, int, int]]:
