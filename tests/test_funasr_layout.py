@@ -345,3 +345,34 @@ def test_training_loss_parity(layout, hf_model, tokenizer, converted):
     d5, d12 = abs(loss_fa.item() - loss_eps5), abs(loss_fa.item() - loss_eps12)
     print(f"training loss: funasr {loss_fa.item():.6f}; transformers differs by {d5:.1e} (adaptor eps 1e-5), {d12:.1e} (1e-12)")
     assert d12 < 1e-5 and d5 < 1e-5 and abs(loss_fa.item() - no_audio) > 1e-3
+
+
+def test_pipeline_export_gives_back_every_tensor_the_ctc_head_and_config(layout, data_repo, tmp_path):
+    """base -> finetune (adaptor fully, LoRA on the LLM) -> merge -> export, from a Fun-ASR directory with a CTC
+    head: model.pt has every key of the source's, in the source's dtype, the CTC head byte-equal, config.yaml
+    byte-identical, and the fine-tuning in it."""
+    from conftest import in_process, params_for
+
+    from asrtune.stages import base, export, finetune, merge
+
+    src = layout[0]
+    repo = tmp_path / "repo"
+    shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots", "base"))
+    params_for(repo, src, **{"train.freeze_adaptor": False, "mix.stages": {"s1": {"general": 0.5}},
+                             "train.stages": {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-2}}})
+    in_process(repo, base)
+    in_process(repo, finetune, "s1")
+    in_process(repo, merge)
+    summary = in_process(repo, export)
+    assert "CTC head (4 tensors) restored" in summary and "config.yaml carried over" in summary
+    out = repo / "models/export/funasr"
+    original, exported = _state(src / "model.pt"), _state(out / "model.pt")
+    assert exported.keys() == original.keys()
+    assert {k: v.dtype for k, v in exported.items()} == {k: v.dtype for k, v in original.items()}
+    for k in original:
+        if k.startswith(("ctc_decoder.", "ctc.")):
+            assert torch.equal(exported[k], original[k]), k
+    assert (out / "config.yaml").read_bytes() == (src / "config.yaml").read_bytes()
+    assert any(not torch.equal(exported[k], original[k]) for k in original if k.startswith("audio_adaptor."))
+    assert any(not torch.equal(exported[k], original[k]) for k in original if k.startswith("llm."))
+    assert (out / "model.pt").stat().st_size < 1.2 * (src / "model.pt").stat().st_size  # bf16 as released, not float32

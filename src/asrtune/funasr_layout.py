@@ -27,6 +27,32 @@ CTC_PREFIXES = ("ctc_decoder.", "ctc.")  # the CTC head: no counterpart in trans
 CTC_FILE, CONFIG_FILE = "funasr_ctc.safetensors", "funasr_config.yaml"
 LLM_DIR = "Qwen3-0.6B"
 
+# The chat template a converted directory's processor gets (Fun-ASR's layout has none: FunASR builds its prompt in
+# code), rendering that prompt for a transcription request: a default system turn; the user turn is [a context
+# header with the text context and hotwords] + 语音转写[成<language>]： + the audio placeholder. The tiny test
+# model (asrtune.tiny) uses it too.
+FUN_ASR_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if loop.first and m.role != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}"
+    "{% else %}"
+    "{% set texts = m.content | selectattr('type', 'equalto', 'text') | map(attribute='text') | list %}"
+    "{% set words = namespace(all=[]) %}"
+    "{% for c in m.content if c.type == 'keywords' %}{% set words.all = words.all + c.keywords %}{% endfor %}"
+    "{% set language = m.content | selectattr('type', 'equalto', 'language') | map(attribute='language') | first %}"
+    "{% if m.role == 'user' and (texts or words.all) %}"
+    "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
+    "{% for t in texts %}{{ t }}\n{% endfor %}"
+    "{% if words.all %}热词列表：[{{ words.all | join(', ') }}]\n{% endif %}"
+    "{% endif %}"
+    "{% if m.role == 'user' %}语音转写{% if language %}成{{ language }}{% endif %}：{% endif %}"
+    "{% for c in m.content if c.type == 'audio' %}<|object_ref_start|>{% endfor %}"
+    "{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 # Per-layer module names: transformers -> FunASR (encoder layers and adaptor blocks share them).
 _LAYER_NAMES = {
     "self_attn.q_proj": "self_attn.linear_q", "self_attn.k_proj": "self_attn.linear_k",
@@ -147,8 +173,6 @@ def to_transformers(src: Path, out: Path) -> str:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, FunAsrNanoFeatureExtractor, FunAsrNanoProcessor, GenerationConfig
 
-    from asrtune.tiny import FUN_ASR_TEMPLATE
-
     if not is_funasr_dir(src):
         raise UserError(f"{src}: not a Fun-ASR model directory (needs model.pt and config.yaml)")
     cfg = yaml.safe_load((src / "config.yaml").read_text(encoding="utf-8")) or {}
@@ -210,6 +234,15 @@ def to_transformers(src: Path, out: Path) -> str:
             + (f"CTC head ({len(ctc)} tensors) kept aside in {CTC_FILE}" if ctc else "no CTC head"))
 
 
+def carry_beside(src: Path, out: Path) -> list[str]:
+    """Copy what a converted directory carries beside its model (the CTC head, FunASR's config.yaml) from
+    `src` to `out`; returns the names copied."""
+    copied = [name for name in (CTC_FILE, CONFIG_FILE) if (src / name).is_file()]
+    for name in copied:
+        shutil.copyfile(src / name, out / name)
+    return copied
+
+
 def _read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -249,10 +282,11 @@ def _generated_config(config, llm_dir: str) -> dict:
     }
 
 
-def to_funasr(model_dir: Path, out: Path) -> str:
+def to_funasr(model_dir: Path, out: Path, dtypes_of: Path | None = None) -> str:
     """Export a transformers FunAsrNano directory (e.g. a fine-tuned, merged model) to the Fun-ASR layout:
     `model.pt` = {"state_dict": every tensor, llm.* and an explicit llm.lm_head.weight included, in the
-    dtype stored in model_dir, plus the carried CTC head}; `config.yaml` (the carried one, else generated);
+    dtype stored in model_dir or, given `dtypes_of` (the model it was tuned from), in that model's dtype per
+    tensor, plus the carried CTC head}; `config.yaml` (the carried one, else generated);
     `Qwen3-0.6B/` (config.json + tokenizer, no weights). Returns a one-line summary."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer
@@ -272,10 +306,13 @@ def to_funasr(model_dir: Path, out: Path) -> str:
                     f"{len(bad)} wrong shapes ({', '.join(bad[:4])})" if bad else ""]
         raise UserError(f"{model_dir}: " + "; ".join(p for p in problems if p))
 
-    parts: dict[str, list] = {}
-    for hf, (fa, third, _) in targets.items():
-        parts.setdefault(fa, [None, None, None] if third is not None else [None])[third or 0] = tensors[hf]
-    state = {fa: p[0].clone() if len(p) == 1 else torch.cat(p) for fa, p in parts.items()}
+    state = _funasr_state(tensors, targets)
+    rounding = ""
+    if dtypes_of is not None:
+        source = _read_safetensors(dtypes_of)
+        if "lm_head.weight" not in source and config.tie_word_embeddings:
+            source["lm_head.weight"] = source.get("model.language_model.embed_tokens.weight")
+        state, rounding = _as_source_dtypes(state, _funasr_state(source, targets))
     order = ("audio_encoder.", "llm.", "audio_adaptor.")  # FunASRNano's module order (for readers; loading is by name)
     state = {k: state[k] for prefix in order for k in state if k.startswith(prefix)}
     if (model_dir / CTC_FILE).is_file():
@@ -297,4 +334,30 @@ def to_funasr(model_dir: Path, out: Path) -> str:
     n_ctc = sum(k.startswith(CTC_PREFIXES) for k in state)
     return (f"{out}: model.pt with {len(state)} tensors ({sum(v.numel() for v in state.values()):,} parameters, llm.* included), "
             f"config.yaml {'carried over' if carried.is_file() else 'generated'}, "
-            + (f"CTC head ({n_ctc} tensors) restored" if n_ctc else "no CTC head"))
+            + (f"CTC head ({n_ctc} tensors) restored" if n_ctc else "no CTC head") + rounding)
+
+
+def _funasr_state(tensors: dict, targets: dict) -> dict:
+    """transformers-named tensors -> Fun-ASR-named ones (fused encoder q|k|v joined back)."""
+    parts: dict[str, list] = {}
+    for hf, (fa, third, _) in targets.items():
+        parts.setdefault(fa, [None, None, None] if third is not None else [None])[third or 0] = tensors[hf]
+    return {fa: p[0].clone() if len(p) == 1 else torch.cat(p) for fa, p in parts.items()}
+
+
+def _as_source_dtypes(state: dict, source: dict) -> tuple[dict, str]:
+    """Cast each exported tensor to the dtype of the same tensor in the model it was tuned from (Fun-ASR's
+    runtime loads bf16 anyway), and say how much of the fine-tuning's update survives that rounding."""
+    changed = kept = 0
+    out = {}
+    for name, t in state.items():
+        src = source.get(name)
+        if src is None or src.dtype == t.dtype:
+            out[name] = t
+            continue
+        out[name] = t.to(src.dtype)
+        moved = t != src.to(t.dtype)
+        changed += int(moved.sum())
+        kept += int((out[name].to(t.dtype) != src.to(t.dtype))[moved].sum())
+    note = f"; in the source's dtypes, {kept:,} of {changed:,} elements the fine-tuning changed keep a change" if changed else ""
+    return out, note

@@ -1,5 +1,9 @@
-"""model.precision -> what training and decoding run in: bf16, fp16 or fp32, chosen once for both
-(decode uses the precision training used)."""
+"""model.precision -> what training and decoding run in: bf16, fp16 or fp32, chosen once for both.
+
+Both run float32 weights under autocast: training keeps float32 master weights, and decode runs the merged
+model the same way. Casting the merged weights to bf16 would round W + dW back to W wherever the fine-tuning's
+update is under half a bf16 step of the weight (most of a LoRA update on bf16-released models), so the
+fine-tuned model would be judged on less than it learned, and the base model (exact in bf16) would not."""
 
 from __future__ import annotations
 
@@ -44,3 +48,28 @@ def torch_dtype(precision: str):
 def trainer_settings(precision: str, gpu: bool) -> dict:
     """TrainingArguments for it: mixed precision (autocast) over float32 weights."""
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not gpu}
+
+
+def autocast(precision: str, device):
+    """autocast to bf16/fp16 as training ran; fp32: none."""
+    import torch
+
+    return torch.autocast(torch.device(device).type, dtype=torch_dtype(precision), enabled=precision != "fp32")
+
+
+def load_for_inference(p, model_dir):
+    """(model, its family): the model in eval mode on the GPU if any, else the CPU, with its float32 weights
+    and its forward (and its encoder's, which the families also call alone) under `autocast`, as training ran
+    it. Only the model's forward: feature extraction computed under a bf16 autocast would be rounded too."""
+    import torch
+
+    from asrtune import checkpoint, families
+
+    fam = families.get(checkpoint.family_of(model_dir))
+    chosen = resolve(p.model.precision, fam)
+    net = checkpoint.load(model_dir).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = net.get_encoder() if hasattr(net, "get_encoder") else None
+    for module in {id(m): m for m in (net, encoder) if m is not None}.values():
+        module.forward = autocast(chosen, net.device)(module.forward)
+    net.asrtune_precision = chosen
+    return net, fam

@@ -16,7 +16,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from asrtune import checkpoint, families, params, paths, precision
+from asrtune import checkpoint, params, paths, precision
 from asrtune.chatml import Example, examples
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
@@ -30,15 +30,14 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
         check_family(checkpoint.family_of(model_dir))
         engine = Engine(ct2_dir)  # computes in the type convert stored (decode.compute_type)
         return (lambda batch, audio: engine.transcribe(audio, p)), f"ctranslate2, {engine.device}"
-    import torch
     import transformers
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
-    fam = families.get(checkpoint.family_of(model_dir))
-    dtype = precision.torch_dtype(precision.resolve(p.model.precision, fam))  # the precision training used
-    net = checkpoint.load(model_dir).eval().to("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
+    net, fam = precision.load_for_inference(p, model_dir)  # float32 weights, autocast as in training
     processor = fam.load_processor(checkpoint.root_of(model_dir))
-    return (lambda batch, audio: fam.transcribe(net, processor, batch, audio, p)), f"transformers, {net.device}, {str(net.dtype).removeprefix('torch.')}"
+    chosen = net.asrtune_precision
+    runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
+    return (lambda batch, audio: fam.transcribe(net, processor, batch, audio, p)), f"transformers, {net.device}, {runs}"
 
 
 def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 For a Fun-ASR-Nano model it writes models/export/funasr/: model.pt with every weight (`llm.*`
 included: Fun-ASR's shipped config drops them from the checkpoints it saves), config.yaml and
-Qwen3-0.6B/ (config and tokenizer). Any other model has no such layout: a one-line note.
+Qwen3-0.6B/ (config and tokenizer), each tensor in the dtype of models/base's (the released bf16: Fun-ASR's
+runtime loads bf16 anyway, at the cost of the part of the update under half a bf16 step, which the summary
+counts). Any other model has no such layout: a one-line note.
 """
 
 from __future__ import annotations
@@ -31,4 +33,5 @@ def run() -> None:
         return
     from asrtune import funasr_layout  # torch: only when there is something to convert
 
-    print(f"export: {funasr_layout.to_funasr(source, out / 'funasr')} -> {out / 'funasr'}")
+    # models/merged is float32 (as trained); Fun-ASR's files keep the dtypes of the model it was tuned from
+    print(f"export: {funasr_layout.to_funasr(source, out / 'funasr', dtypes_of=paths.BASE_MODEL)} -> {out / 'funasr'}")

@@ -38,14 +38,12 @@ def run(corpus: str) -> None:
 def label(p: params.Params, records: list[dict]) -> dict[str, list[list[float]]]:
     """id -> [start, end] per unit, from the base aligner, longest clips first (less padding)."""
     import soundfile as sf
-    import torch
     from tqdm import tqdm
 
-    from asrtune import families, precision, timestamps
+    from asrtune import precision, timestamps
     from asrtune.families import aligner
 
-    dtype = precision.torch_dtype(precision.resolve(p.model.precision, families.get("aligner")))
-    model = checkpoint.load(paths.BASE_MODEL).eval().to("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
+    model, _ = precision.load_for_inference(p, paths.BASE_MODEL)  # as decode runs it
     processor = aligner.load_processor(paths.BASE_MODEL)
     records = [r for r in records if timestamps.units(r["text"])]  # nothing to time: no pseudo-label
     audio = {r["id"]: sf.read(r["audio"], dtype="float32")[0] for r in records}
