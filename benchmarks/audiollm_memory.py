@@ -168,7 +168,8 @@ def step_child(model_name: str, setting: str, quick: bool, tmp: Path, steps: int
     from asrtune import training
     from asrtune.chatml import Example
     from asrtune.encoder_cache import EncoderCache, weights_digest
-    from asrtune.tiny import FORCED_ALIGNER_TEMPLATE, FUN_ASR_TEMPLATE, demo_texts, tiny_qwen_tokenizer
+    from asrtune.funasr_layout import FUN_ASR_TEMPLATE
+    from asrtune.tiny import FORCED_ALIGNER_TEMPLATE, demo_texts, tiny_qwen_tokenizer
 
     warnings.filterwarnings("ignore")
     tok = tiny_qwen_tokenizer(demo_texts(REPO / "demo"))

@@ -83,7 +83,8 @@ def write_model(out: Path, quick: bool) -> Path:
     from transformers import (FunAsrNanoConfig, FunAsrNanoFeatureExtractor, FunAsrNanoForConditionalGeneration,
                               FunAsrNanoProcessor)
 
-    from asrtune.tiny import FUN_ASR_TEMPLATE, tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
+    from asrtune.funasr_layout import FUN_ASR_TEMPLATE
+    from asrtune.tiny import tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
 
     tok = tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
     if quick:

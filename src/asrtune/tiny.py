@@ -34,29 +34,9 @@ AUDIO_LLM_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref
                     "<|audio_end|>", "<|audio_pad|>"]
 
 # Chat templates written for the tiny models, rendering what the released checkpoints' templates render
-# for a transcription request (a real checkpoint brings its own, and asrtune only ever calls it):
-# Fun-ASR-Nano: default system turn; user = [context header] + 语音转写[成<language>]： + audio placeholder.
-FUN_ASR_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if loop.first and m.role != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ m.role }}\n"
-    "{% if m.content is string %}{{ m.content }}"
-    "{% else %}"
-    "{% set texts = m.content | selectattr('type', 'equalto', 'text') | map(attribute='text') | list %}"
-    "{% set words = namespace(all=[]) %}"
-    "{% for c in m.content if c.type == 'keywords' %}{% set words.all = words.all + c.keywords %}{% endfor %}"
-    "{% set language = m.content | selectattr('type', 'equalto', 'language') | map(attribute='language') | first %}"
-    "{% if m.role == 'user' and (texts or words.all) %}"
-    "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
-    "{% for t in texts %}{{ t }}\n{% endfor %}"
-    "{% if words.all %}热词列表：[{{ words.all | join(', ') }}]\n{% endif %}"
-    "{% endif %}"
-    "{% if m.role == 'user' %}语音转写{% if language %}成{{ language }}{% endif %}：{% endif %}"
-    "{% for c in m.content if c.type == 'audio' %}<|object_ref_start|>{% endfor %}"
-    "{% endif %}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# for a transcription request (a real checkpoint brings its own, and asrtune only ever calls it). Fun-ASR-Nano's
+# is production's (asrtune.funasr_layout gives it to every model converted from Fun-ASR's own layout), imported
+# at write_tiny_fun_asr_nano; production never imports this module.
 # Qwen3-ASR: optional system turn (context), user = the audio span, assistant prefilled with
 # "language <name><asr_text>" when the language is forced (continue_final_message).
 QWEN3_ASR_TEMPLATE = (
@@ -117,6 +97,8 @@ def write_tiny_fun_asr_nano(out: Path, tokenizer, seed: int = 0) -> Path:
     blocks; Qwen3 hidden 32) with the real feature extractor (80 mel bins x 7 stacked frames)."""
     import torch
     from transformers import FunAsrNanoConfig, FunAsrNanoFeatureExtractor, FunAsrNanoForConditionalGeneration, FunAsrNanoProcessor
+
+    from asrtune.funasr_layout import FUN_ASR_TEMPLATE
 
     text = tiny_text_config(tokenizer)
     config = FunAsrNanoConfig(

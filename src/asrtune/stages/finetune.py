@@ -33,14 +33,16 @@ def check_flags(p: params.Params, stage: str, fam, say=print) -> bool:
     return t.lora.r > 0 and not llm
 
 
-# the code a finetune stage trains with (dvc.yaml lists the same files as its dependencies)
+# the code a finetune stage trains with, whatever the family: what stages/finetune.py imports, transitively, but
+# the families' packages (tests/test_dvc_deps.py checks that, for each family, code_files is its import closure
+# less errors, params and paths, which cannot change an output; dvc.yaml's deps are the closure over all families)
 CODE = ("stages/finetune.py", "training.py", "encoder_cache.py", "checkpoint.py", "families/__init__.py", "chatml.py",
-        "precision.py", "distributed.py", "cache.py")
+        "sources.py", "timestamps.py", "manifest.py", "precision.py", "distributed.py", "cache.py")
 
 
-# a family's code that another family's training runs too (the aligner reuses audiollm's inputs and
-# collator) and what else it trains with (the aligner checks units with asrtune.timestamps)
-SHARED = {"aligner": ("families/audiollm", "timestamps.py")}
+# what else a family's training runs: another family's code (the aligner reuses audiollm's inputs and collator)
+# and modules only a family imports (audiollm reads hotword term lists with asrtune.terms)
+SHARED = {"audiollm": ("terms.py",), "aligner": ("families/audiollm", "terms.py")}
 
 
 def code_files(family: str) -> list[Path]:
