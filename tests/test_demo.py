@@ -92,6 +92,20 @@ def test_the_shipped_topics_are_written_sentences_with_a_real_term_list():
     assert len(openings) > len(medical.sentences) / 3  # not one template with its slots swapped
 
 
+def test_the_held_out_general_topic_is_new_speech_with_no_medical_term():
+    medical, general = load_topic(REPO / "demo/medical.yaml"), load_topic(REPO / "demo/general.yaml")
+    heldout = load_topic(REPO / "demo/general_heldout.yaml")
+    assert len(heldout.sentences) == 260 and heldout.terms == []
+    texts = [s.text for s in heldout.sentences + general.sentences + medical.sentences]
+    assert len({_bare(t) for t in texts}) == len(texts)  # evaluation only: no sentence of either other topic
+    for term in medical.terms:
+        assert not any(term in s.text for s in heldout.sentences), term
+    assert sum(bool(re.search("[A-Z]{2}", s.text)) for s in heldout.sentences) >= 10  # a few acronyms, as people say them
+    assert not any(re.search("[0-9]", s.text) for s in heldout.sentences)  # numbers written in Chinese, as general.yaml
+    openings = [s.text[:2] for s in heldout.sentences]
+    assert max(openings.count(o) for o in openings) <= len(openings) / 20  # varied, not one template
+
+
 def test_topic_errors_name_the_file_and_line(tmp_path):
     topic = tmp_path / "t.yaml"
     cases = {
