@@ -121,6 +121,56 @@ def test_training_sees_the_prompt_decode_sends_and_learns_only_the_transcript(ar
     assert n_audio == int(request["input_features_mask"].sum()) if model.config.model_type == "fun_asr_nano" else n_audio > 0
 
 
+class NoLanguage:
+    class model:  # noqa: N801 - stands in for params.model
+        language = None
+
+
+def test_qwen3_asr_with_no_language_forced_learns_to_name_it(tiny_qwen3_asr_dir):
+    """model.language null: the prompt ends at `assistant\\n` and Qwen3-ASR writes `language X<asr_text>`
+    itself, so training learns that header before the transcript (else fine-tuning teaches the model to
+    stop naming the language), tokenized as the processor forces it; exactly the prompt is masked; and
+    decoding strips the header again."""
+    from asrtune.chatml import Example
+    from asrtune.errors import UserError
+
+    processor = audiollm.load_processor(tiny_qwen3_asr_dir)
+    tok, n = processor.tokenizer, 16000
+    free, forced = audiollm.Prompt(processor, None).ids(n), audiollm.Prompt(processor, "zh").ids(n)
+    assert tok.decode(free).endswith("<|im_start|>assistant\n")
+    make = audiollm.item_maker(None, processor, NoLanguage())
+    for text, language in (("患者需要复查CT", "Chinese"), ("take the CT scan", "English")):
+        ids, labels = make(Example("k", "a.wav", text, "", ""), n).values()
+        learned = labels != -100
+        assert ids[~learned].tolist() == list(free) and learned.nonzero().min() == len(free)  # the prompt, all of it and only it
+        assert torch.equal(labels[learned], ids[learned])
+        assert tok.decode(ids[learned]) == f"language {language}<asr_text>{text}<|im_end|>"
+        if language == "Chinese":  # the header's ids are those of the forced prompt's tail
+            assert ids[: len(forced)].tolist() == list(forced)
+        assert audiollm._parse(processor, ids[learned][None]) == [text]  # what decoding makes of it
+    assert audiollm.problem(Example("k", "a.wav", "123", "", ""), processor, NoLanguage()) == audiollm.NO_LANGUAGE
+    assert audiollm.problem(Example("k", "a.wav", "123", "", ""), processor, SimpleParams()) is None  # forced: no header to learn
+    with pytest.raises(UserError, match="no_language"):
+        make(Example("k", "a.wav", "こんにちは", "", ""), n)
+
+
+def test_fun_asr_nano_with_no_language_learns_the_bare_transcript(tiny_fun_asr_dir):
+    """Fun-ASR-Nano writes no language header: null only changes its prompt (语音转写：)."""
+    from asrtune.chatml import Example
+
+    processor = audiollm.load_processor(tiny_fun_asr_dir)
+    ids, labels = audiollm.item_maker(None, processor, NoLanguage())(Example("k", "a.wav", "123", "", ""), 16000).values()
+    assert processor.tokenizer.decode(ids[labels != -100]) == "123<|im_end|>"
+    assert audiollm.problem(Example("k", "a.wav", "123", "", ""), processor, NoLanguage()) is None
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("患者需要复查CT", "Chinese"), ("β受体阻滞剂", "Chinese"), ("ＣＴ检查", "Chinese"), ("Hello, world!", "English"),
+    ("café", "English"), ("123", None), ("", None), ("こんにちは世界", None), ("日本語です", None), ("안녕하세요", None), ("Привет", None)])
+def test_the_header_language_comes_from_the_transcripts_script(text, language):
+    assert audiollm.header_language(text) == language
+
+
 def test_left_and_right_padding_give_the_same_loss_as_the_models_own(arch_data):
     """Masking is by position (labels) and positions are counted over real tokens, so the padding
     side changes nothing; and our loss (vocabulary projection at learned positions only) equals

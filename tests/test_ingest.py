@@ -8,13 +8,14 @@ import json
 import threading
 from collections import Counter
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import soundfile as sf
-from conftest import write_audio
+from conftest import in_process, params_for, write_audio
 
-from asrtune import audio
+from asrtune import audio, sources
 from asrtune.errors import UserError
 from asrtune.ingestion import ingest
 from asrtune.manifest import read_jsonl
@@ -85,6 +86,80 @@ def test_folder_source(tmp_path):
     result = run_ingest(items, tmp_path)
     assert [(r["id"], r["speaker"], r["text"]) for r in result.accepted] == [("S01-a", "S01", "你好"), ("S02-b", "S02", "世界")]
     assert sorted((r.id, r.reason) for r in result.rejected) == [("c", "no_transcript"), ("d", "no_audio")]
+
+
+def test_folder_speaker_is_the_top_level_folder_however_deep(tmp_path):
+    """speaker/session/utt.wav is spoken by `speaker`, not by `session`: otherwise one speaker's sessions
+    land in train and test alike. A file directly in the root has no known speaker."""
+    root = tmp_path / "corpus"
+    for rel, text in (("S01/day1/a", "你好"), ("S01/day2/b", "世界"), ("S02/c", "再见"), ("d", "根目录")):
+        write_audio(root / f"{rel}.wav", 1.0)
+        (root / f"{rel}.txt").write_text(text, encoding="utf-8")
+    result = run_ingest(read_folder(root), tmp_path)
+    assert [(r["id"], r["speaker"]) for r in result.accepted] == [("S01-day1-a", "S01"), ("S01-day2-b", "S01"), ("S02-c", "S02"),
+                                                                   ("d", None)]
+
+
+def test_folder_audio_in_an_unreadable_format_is_rejected_as_such(tmp_path):
+    """An .m4a beside its .txt is one utterance, rejected for its audio and naming the file (not skipped,
+    which left its transcript rejected as no_audio)."""
+    root = tmp_path / "corpus"
+    write_audio(root / "S01" / "a.wav", 1.0)
+    (root / "S01" / "a.txt").write_text("你好", encoding="utf-8")
+    (root / "S01" / "b.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")
+    (root / "S01" / "b.txt").write_text("苹果格式", encoding="utf-8")
+    (root / "S02" / "c.AMR").parent.mkdir()
+    (root / "S02" / "c.AMR").write_bytes(b"#!AMR\n")  # no transcript: still its audio's reason
+    (root / "notes.md").write_text("not an utterance", encoding="utf-8")
+    reading = read_folder(root)
+    result = run_ingest(reading, tmp_path)
+    assert [r["id"] for r in result.accepted] == ["S01-a"]
+    assert [(r.id, r.reason) for r in result.rejected] == [("S01-b", "unsupported_audio"), ("S02-c", "unsupported_audio")]
+    assert "S01/b.m4a" in result.rejected[0].detail and result.rejected[0].origin.endswith("b.m4a")
+    assert reading.seen == 3
+
+
+def test_every_reader_counts_what_came_in(kaldi_corpus, tmp_path):
+    """Each reader's own count of the utterances in its input (taken apart from what it yields) equals
+    the items it yields: wav.scp and text lines less the joined ones, table rows, jsonl lines, folder files."""
+    write_audio(tmp_path / "f" / "S01" / "a.wav", 1.0)
+    (tmp_path / "f" / "S01" / "a.txt").write_text("你好", encoding="utf-8")
+    (tmp_path / "f" / "orphan.txt").write_text("没有音频", encoding="utf-8")
+    write_audio(tmp_path / "f" / "b.flac", 1.0, fmt="FLAC")
+    (tmp_path / "t.csv").write_text("path,text\nf/S01/a.wav,你好\n\n,,\nf/b.flac\nf/none.wav,没有\n", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text('{"audio_path": "f/S01/a.wav", "text": "你好"}\n\n{not json\n', encoding="utf-8")
+    for reading, expected in ((read_kaldi(kaldi_corpus), 12), (read_folder(tmp_path / "f"), 3), (read_table(tmp_path / "t.csv", {}), 3),
+                              (read_chatml(tmp_path / "c.jsonl"), 2)):
+        assert reading.seen is None  # known once the items ran out
+        items = list(reading)
+        assert reading.seen == len(items) == expected, reading.reader
+
+
+def test_a_reader_that_drops_an_utterance_fails_the_ingest_stage(tmp_path, monkeypatch):
+    """ingest's `in = accepted + rejected` holds for whatever items it is given; the reader's own count of
+    what came in is what catches a reader that loses one: an internal error naming the reader."""
+    from asrtune.stages import ingest as ingest_stage
+
+    root = tmp_path / "corpus"
+    for name in ("a", "b"):
+        write_audio(root / "S01" / f"{name}.wav", 1.0)
+        (root / "S01" / f"{name}.txt").write_text("你好", encoding="utf-8")
+    (root / "S01" / "c.aac").write_bytes(b"\xff\xf1")
+    params_for(tmp_path, Path("unused"), **{"data.corpora.spk": {"role": "general", "source": str(root)}})
+    assert "spk (folder" in (out := in_process(tmp_path, ingest_stage, "spk")) and "3 in = 2 accepted + 1 rejected" in out
+
+    def dropping(folder):
+        reading = sources.read_folder(folder)
+
+        def items():
+            yield from list(reading)[1:]  # the bug: the first utterance never comes out
+            return reading.seen
+
+        return sources.Reading("folder", items())
+
+    monkeypatch.setattr(ingest_stage, "read_folder", dropping)
+    with pytest.raises(RuntimeError, match=r"internal error: the folder reader saw 3 utterances come in but passed on 2"):
+        in_process(tmp_path, ingest_stage, "spk")
 
 
 def test_csv_and_tsv_sources(tmp_path):

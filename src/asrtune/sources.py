@@ -2,8 +2,20 @@
 a `Candidate` to check and keep, or a `Rejection` with the file, line and reason.
 Checks common to every format (duplicate ids, empty transcripts, audio) are ingest's.
 
+Each reader also counts what came in, apart from what it yields (`Reading.seen`): ingest's
+`in = accepted + rejected` holds for any items by construction, so only this count can catch a
+reader that drops (or doubles) an utterance.
+
 Formats: Kaldi dir (wav.scp + text [+ utt2spk]), a folder of audio with same-stem .txt,
 CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in demo_corpus.py.)
+
+A folder: every audio file is an utterance, id = its path under the folder (without suffix, parts
+joined by `-`), transcript = the `.txt` of the same stem beside it. Speaker = the top-level folder
+under the corpus root, however deep the file lies (`spk/session/utt.wav` is spoken by `spk`), so a
+speaker split keeps all of a speaker's sessions on one side; a file directly in the root has no
+known speaker (null: split places each such utterance on its own). Audio in a format libsndfile
+cannot read (`.m4a`, `.aac`, `.amr`, ...) is rejected as `unsupported_audio`, naming the file; a
+`.txt` without any audio of its stem is `no_audio`; other files (README, metadata) are not utterances.
 """
 
 from __future__ import annotations
@@ -14,7 +26,8 @@ import json
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+import functools
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +37,10 @@ from asrtune.errors import UserError
 from asrtune.timestamps import read_ctm
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
+# audio (or audio-in-video) formats libsndfile cannot read: in a folder, such a file is an utterance
+# to reject with its own reason, not a stray file to pass over (its .txt would then look orphaned)
+UNSUPPORTED_AUDIO = {".m4a", ".m4b", ".mp4", ".aac", ".amr", ".awb", ".3gp", ".wma", ".webm", ".mka", ".ac3", ".ape", ".wv",
+                     ".spx", ".silk"}
 SPEECH_PATH = re.compile(r"<\|startofspeech\|>!?(.*?)<\|endofspeech\|>", re.S)
 
 
@@ -48,6 +65,28 @@ class Rejection:
 Item = Candidate | Rejection
 
 
+class Reading:
+    """One reader's items (iterate once), and `seen`: how many utterances it saw come in (lines of
+    wav.scp and text, rows of a table, files of a folder), counted apart from what it yields and set
+    once the items run out."""
+
+    def __init__(self, reader: str, items: Generator[Item, None, int]):
+        self.reader, self._items, self.seen = reader, items, None
+
+    def __iter__(self) -> Iterator[Item]:
+        self.seen = yield from self._items
+
+
+def _counted(reader):
+    """A reader written as a generator that returns its count -> a function that returns a Reading."""
+
+    @functools.wraps(reader)
+    def read(*args, **kwargs) -> Reading:
+        return Reading(reader.__name__.removeprefix("read_"), reader(*args, **kwargs))
+
+    return read
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
     """(line number, decoded text or None if not UTF-8, raw bytes) for each non-blank line."""
     with open(path, "rb") as f:
@@ -60,6 +99,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
                 yield number, raw.decode("utf-8").rstrip("\r\n"), raw
             except UnicodeDecodeError:
                 yield number, None, raw
+
+
+def _count_lines(path: Path) -> int:
+    """Non-blank lines: the utterances a line-per-utterance file brings in, counted on their own pass."""
+    return sum(1 for _ in _lines(path))
 
 
 def _undecodable(path: Path, number: int, raw: bytes) -> Rejection:
@@ -104,9 +148,11 @@ def _split_id(line: str) -> tuple[str, str]:
     return parts[0], parts[1].strip() if len(parts) > 1 else ""
 
 
-def read_kaldi(folder: Path) -> Iterator[Item]:
+@_counted
+def read_kaldi(folder: Path) -> Generator[Item, None, int]:
     """wav.scp joined with text and utt2spk by id. The join tables live in a scratch SQLite file,
-    not in memory: a Kaldi corpus can have millions of lines."""
+    not in memory: a Kaldi corpus can have millions of lines. Utterances in: the lines of wav.scp and
+    of text, less the text lines a wav.scp line joined (those two lines are one utterance)."""
     wav_scp, text_file = folder / "wav.scp", folder / "text"
     for needed in (wav_scp, text_file):
         if not needed.is_file():
@@ -144,32 +190,44 @@ def read_kaldi(folder: Path) -> Iterator[Item]:
             for utt, origin in db.execute("SELECT utt, origin FROM text WHERE seen = 0 ORDER BY number").fetchall():
                 yield Rejection(utt, origin, "no_audio", f"transcript has no entry in {wav_scp}")
             yield from text_rejected
+            joined = db.execute("SELECT COUNT(*) FROM text WHERE seen = 1").fetchone()[0]
+            return _count_lines(wav_scp) + _count_lines(text_file) - joined
         finally:
             db.close()
 
 
-def read_folder(folder: Path) -> Iterator[Item]:
-    """Audio files with same-stem .txt transcripts; speaker = the parent folder when nested."""
+@_counted
+def read_folder(folder: Path) -> Generator[Item, None, int]:
+    """Audio files with same-stem .txt transcripts (the module docstring says what is an utterance
+    and who its speaker is). Utterances in: the audio files, readable or not, and the .txt files with
+    no audio of their stem."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    audio_stems = {p.with_suffix("") for p in files if p.suffix.lower() in AUDIO_SUFFIXES}
+    audio = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES | UNSUPPORTED_AUDIO]
+    transcripts = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
+    audio_stems = {p.with_suffix("") for p in audio}
     for path in files:
         rel = path.relative_to(folder)
         utt = "-".join(rel.with_suffix("").parts)
-        if path.suffix.lower() in AUDIO_SUFFIXES:
-            txt = path.with_suffix(".txt")
-            speaker = rel.parent.name if len(rel.parts) > 1 else None
-            if not txt.is_file():
-                yield Rejection(utt, str(path), "no_transcript", f"no {txt.name} beside the audio")
-                continue
-            raw = txt.read_bytes()
-            try:
-                text = raw.decode("utf-8-sig").strip()
-            except UnicodeDecodeError:
-                yield Rejection(utt, f"{txt}:1", "bad_encoding", "transcript is not valid UTF-8")
-                continue
-            yield Candidate(utt, path, " ".join(text.split()), speaker, str(path))
-        elif path.suffix.lower() == ".txt" and path.with_suffix("") not in audio_stems:
+        suffix = path.suffix.lower()
+        if suffix in AUDIO_SUFFIXES:
+            yield _folder_utterance(utt, path, transcripts.get(path.with_suffix("")), rel.parts[0] if len(rel.parts) > 1 else None)
+        elif suffix in UNSUPPORTED_AUDIO:
+            yield Rejection(utt, str(path), "unsupported_audio", f"{rel}: {suffix} audio cannot be read (convert it to .wav or .flac; "
+                                                                 f"readable: {' '.join(sorted(AUDIO_SUFFIXES))})")
+        elif suffix == ".txt" and path.with_suffix("") not in audio_stems:
             yield Rejection(utt, str(path), "no_audio", "transcript has no audio file of the same name")
+    return len(audio) + sum(1 for stem in transcripts if stem not in audio_stems)
+
+
+def _folder_utterance(utt: str, path: Path, txt: Path | None, speaker: str | None) -> Item:
+    """One readable audio file of a folder corpus, with its transcript beside it."""
+    if txt is None:
+        return Rejection(utt, str(path), "no_transcript", f"no {path.with_suffix('.txt').name} beside the audio")
+    try:
+        text = txt.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return Rejection(utt, f"{txt}:1", "bad_encoding", "transcript is not valid UTF-8")
+    return Candidate(utt, path, " ".join(text.split()), speaker, str(path))
 
 
 def _pick_column(header: list[str], wanted: str | None, defaults: tuple[str, ...], path: Path, what: str, required: bool):
@@ -186,8 +244,10 @@ def _pick_column(header: list[str], wanted: str | None, defaults: tuple[str, ...
     return None
 
 
-def read_table(path: Path, columns: dict[str, str | None]) -> Iterator[Item]:
-    """CSV or TSV with a header row; audio paths resolve against the table's folder."""
+@_counted
+def read_table(path: Path, columns: dict[str, str | None]) -> Generator[Item, None, int]:
+    """CSV or TSV with a header row; audio paths resolve against the table's folder. Utterances in:
+    the non-blank rows after the header."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, "rb") as f:
         data = f.read()
@@ -222,10 +282,18 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Iterator[Item]:
             continue
         speaker = row[spk_col].strip() or None if spk_col is not None else None
         yield Candidate(utt, _resolve(audio, path.parent, Path.cwd()), row[text_col].strip(), speaker, origin)
+    return _count_rows(text, delimiter) - 1  # the header
 
 
-def read_chatml(path: Path) -> Iterator[Item]:
-    """A Fun-ASR ChatML jsonl: key, messages (user holds the speech path, assistant the transcript)."""
+def _count_rows(text: str, delimiter: str) -> int:
+    """Non-blank rows of a table, counted on their own pass."""
+    return sum(1 for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(cell.strip() for cell in row))
+
+
+@_counted
+def read_chatml(path: Path) -> Generator[Item, None, int]:
+    """A Fun-ASR ChatML jsonl: key, messages (user holds the speech path, assistant the transcript).
+    Utterances in: its non-blank lines."""
     for number, line, raw in _lines(path):
         origin = f"{path}:{number}"
         if line is None:
@@ -251,3 +319,4 @@ def read_chatml(path: Path) -> Iterator[Item]:
             continue
         yield Candidate(utt, _resolve(match.group(1).strip(), path.parent, Path.cwd()), text.strip(), None, origin,
                         record.get("timestamps"))
+    return _count_lines(path)

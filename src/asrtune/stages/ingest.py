@@ -9,9 +9,9 @@ from pathlib import Path
 
 from asrtune import params, paths
 from asrtune.errors import UserError
-from asrtune.ingestion import ingest
+from asrtune.ingestion import Result, ingest
 from asrtune.params import Corpus
-from asrtune.sources import Item, read_chatml, read_folder, read_kaldi, read_table
+from asrtune.sources import Item, Reading, read_chatml, read_folder, read_kaldi, read_table
 
 
 def detect_format(corpus: Corpus, name: str) -> str:
@@ -28,7 +28,7 @@ def detect_format(corpus: Corpus, name: str) -> str:
     return formats[src.suffix.lower()]
 
 
-def read_items(corpus: Corpus, fmt: str) -> Iterator[Item]:
+def read_items(corpus: Corpus, fmt: str) -> Reading | Iterator[Item]:
     src = Path(corpus.source)
     if fmt == "demo":
         from asrtune.demo_corpus import read_demo
@@ -44,6 +44,20 @@ def read_items(corpus: Corpus, fmt: str) -> Iterator[Item]:
     return read_chatml(src)
 
 
+def items_in(items: Reading | Iterator[Item], result: Result) -> int:
+    """How many utterances came in: the reader's own count, checked against accepted + rejected.
+    ingest makes exactly one outcome of every item it is given, so only a count taken apart from the
+    items catches a reader that drops or doubles one: asrtune's bug, never the corpus's."""
+    out = result.accepted + result.rejected
+    seen = getattr(items, "seen", None)
+    if seen is None:  # the demo: it makes its utterances, none come in
+        return out
+    if seen != out:
+        raise RuntimeError(f"internal error: the {items.reader} reader saw {seen} utterances come in but passed on {out} "
+                           f"({result.accepted} accepted + {result.rejected} rejected); please report this")
+    return seen
+
+
 def run(corpus: str) -> None:
     """Ingest one corpus of data.corpora."""
     p = params.load()
@@ -53,9 +67,10 @@ def run(corpus: str) -> None:
     fmt = detect_format(spec, corpus)
     out = paths.ingest_dir(corpus)
     shutil.rmtree(out, ignore_errors=True)
-    result = ingest(read_items(spec, fmt), paths.manifest(corpus), out / "rejected.tsv", out / "audio",
+    items = read_items(spec, fmt)
+    result = ingest(items, paths.manifest(corpus), out / "rejected.tsv", out / "audio",
                     paths.cache_dir() / "http", p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}")
-    n_in = result.accepted + result.rejected
+    n_in = items_in(items, result)
     hours = result.seconds / 3600
     summary = {"corpus": corpus, "format": fmt, "source": spec.source, "in": n_in, "accepted": result.accepted,
                "rejected": result.rejected, "reasons": dict(sorted(result.reasons.items())),

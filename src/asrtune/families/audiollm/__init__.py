@@ -8,12 +8,18 @@ The prompt is the checkpoint's own chat template (`processor.apply_transcription
 training and decoding alike; the loss covers the transcript and `<|im_end|>` only, chosen by position
 (labels), so left and right padding give the same loss. Another architecture with the same three
 parts is one more entry in ARCHS.
+
+Qwen3-ASR with `model.language: null` gets no forced `language X<asr_text>` in its prompt: it writes
+that header itself, and decoding strips it. Training then learns the header too (as Qwen's own SFT
+recipe does), or fine-tuning would teach the model to stop naming the language; X is told from the
+transcript's script (`header_language`), and a transcript whose script cannot tell it does not train.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +29,7 @@ import torch
 from asrtune.chatml import Example
 from asrtune.errors import UserError
 from asrtune.families import AUDIOLLM_TYPES, check_targets, freeze_parts, max_new_tokens
+from asrtune.timestamps import _cjk
 
 NAME = "audiollm"
 CACHE_TAG = "audio frames only"  # the cache holds the audio tower's frames that hold audio
@@ -42,11 +49,12 @@ class Arch:
     hotwords_as: str  # the apply_transcription_request argument that takes them
     time_axis: int
     time_multiple: int = 1
+    names_language: bool = False  # with no language forced, it writes `language X<asr_text>` before the transcript
 
 
 ARCHS = {  # one per families.AUDIOLLM_TYPES
     "fun_asr_nano": Arch(processor="FunAsrNanoProcessor", hotwords_as="keywords", time_axis=0),
-    "qwen3_asr": Arch(processor="Qwen3ASRProcessor", hotwords_as="prompt", time_axis=1, time_multiple=100),
+    "qwen3_asr": Arch(processor="Qwen3ASRProcessor", hotwords_as="prompt", time_axis=1, time_multiple=100, names_language=True),
 }
 
 
@@ -145,9 +153,12 @@ class Prompt:
             self.clip(np.zeros(num_samples, np.float32))
         return self._by_length[num_samples]
 
-    def target(self, text: str) -> list[int]:
-        """The transcript as generation produces it (tokenized on its own, after the prompt), then <|im_end|>."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
+    def target(self, text: str, header: str = "") -> list[int]:
+        """The transcript as generation produces it (tokenized on its own, after the prompt and any
+        `header`), then <|im_end|>. The header ends in `<asr_text>`, a token of its own, so the ids are
+        those of the forced prompt's tail followed by the transcript's."""
+        tokens = self.tokenizer([header, text], add_special_tokens=False)["input_ids"]
+        return tokens[0] + tokens[1] + [self.end]
 
 
 def _arch_of_processor(processor) -> Arch:
@@ -158,14 +169,54 @@ def _arch_of_processor(processor) -> Arch:
     raise UserError(f"the audiollm family has no prompt for a {name} (known: {', '.join(AUDIOLLM_TYPES)})")
 
 
+def header_language(text: str) -> str | None:
+    """The language Qwen3-ASR is to name for a transcript when none is forced, told by its script
+    (asrtune's corpora are Mandarin, some with English in it): any Chinese character -> Chinese, the
+    label the default `model.language: zh` already puts before every utterance, code-switched ones
+    included; Latin letters only -> English. None where the script cannot tell: kana or hangul
+    (Japanese and Korean write Chinese characters too), another script, no letter at all.
+    Cantonese is written in Chinese characters too: its corpora set model.language: yue."""
+    letters = [c for c in text if c.isalpha()]
+    names = [unicodedata.name(c, "") for c in letters]
+    if any(script in name for name in names for script in ("HIRAGANA", "KATAKANA", "HANGUL")):
+        return None
+    if any(_cjk(c) for c in letters):
+        return "Chinese"
+    if letters and all("LATIN" in name for name in names):
+        return "English"
+    return None
+
+
+NO_LANGUAGE = ("no_language: with model.language null, Qwen3-ASR learns to name the language before the transcript, told "
+               "from its script (Chinese characters: Chinese; Latin letters only: English), and this one's does not tell; "
+               "set model.language to force one")
+
+
+def _names_language(processor, p) -> bool:
+    """Training must teach the `language X<asr_text>` header: no language is forced and the model writes it."""
+    return p.model.language is None and _arch_of_processor(processor).names_language
+
+
+def problem(ex: Example, processor, p) -> str | None:
+    """Why `ex` cannot train the model (checked before training, like a too-long transcript); None when it can."""
+    return NO_LANGUAGE if _names_language(processor, p) and header_language(ex.text) is None else None
+
+
 def item_maker(model, processor, p):
-    """example, num_samples -> the text-side training inputs: input_ids = prompt + transcript + <|im_end|>,
-    labels = -100 over the prompt (system, user, audio, assistant header, Qwen3-ASR's forced
-    `language X<asr_text>`), then the transcript and <|im_end|>."""
+    """example, num_samples -> the text-side training inputs: input_ids = prompt + target, labels = -100
+    over the prompt (system, user, audio, assistant header, Qwen3-ASR's forced `language X<asr_text>`),
+    then the target: the transcript and <|im_end|>, after Qwen3-ASR's own `language X<asr_text>` when
+    none is forced (what it generates then, and decoding strips)."""
     prompt = Prompt(processor, p.model.language)
+    names_language = _names_language(processor, p)
 
     def make(ex: Example, num_samples: int) -> dict:
-        head, target = list(prompt.ids(num_samples)), prompt.target(ex.text)
+        header = ""
+        if names_language:
+            if (language := header_language(ex.text)) is None:
+                raise UserError(f"{ex.key}: {NO_LANGUAGE}")
+            header = f"language {language}<asr_text>"  # as the processor writes a forced one
+        head, target = list(prompt.ids(num_samples)), prompt.target(ex.text, header)
         return {"input_ids": torch.tensor(head + target), "labels": torch.tensor([-100] * len(head) + target)}
 
     return make
