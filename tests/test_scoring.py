@@ -26,9 +26,44 @@ ALL = Normalize()
     ("Hello World, I'm FINE.", "hello world i m fine"),            # English: Whisper's basic normalizer, lower case
     ("患者主诉：胸闷。", "患者主诉 胸闷"),                            # Chinese punctuation removed
     ("  多个   空格 ", "多个 空格"),
+    ("三百二十毫克", "320毫克"),                                    # real numbers still convert
+    ("百分之五", "5"),                                               # 5%, then punctuation removal
+    ("二零二四年", "2024年"),
+    ("血钾二点九", "血钾2 9"),                                        # 2.9, whose point punctuation removal drops
+    ("三到五天", "3到5天"),                                          # a range: both ends
+    ("周六上午十点", "周六上午10点"),
 ])
 def test_normalization_cases(text, expected):
     assert normalize(text, ALL) == expected
+
+
+@pytest.mark.parametrize("word", ["一起", "统一", "星期一", "一样", "一些", "一直", "一般", "一下", "慢一点", "同一类",
+                                  "进一步", "二甲双胍", "二氧化碳", "甘油三酯", "零钱", "半小时", "三四天", "周一三五", "万一", "十分好"])
+def test_numerals_inside_words_stay_chinese(word):
+    """cn2an rewrote these (一起 -> 1起, 二甲双胍 -> 2甲双胍, 半小时 -> 0.5小时, 三四天 -> 34天): no recognizer
+    writes them so, and their characters left cer_by_language.zh."""
+    assert normalize(word, ALL) == word
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ("D二聚体升高", "D-二聚体升高", ["d", "二", "聚", "体", "升", "高"]),   # a hyphen costs nothing
+    ("复查CT一次", "复查CT，一次", ["复", "查", "ct", "1", "次"]),         # nor a comma: 一次 counts, ct1 splits
+])
+def test_punctuation_between_letters_and_numerals_changes_no_token(a, b, expected):
+    assert tokens(normalize(a, ALL)) == tokens(normalize(b, ALL)) == expected
+    assert tokens(normalize(b, ALL)) == tokens(normalize(a, ALL))
+    assert align("u", normalize(a, ALL), normalize(b, ALL)).counts.errors == 0
+
+
+def test_a_term_is_found_whatever_the_hyphen():
+    pairs = [(normalize("D二聚体升高", ALL), normalize("D-二聚体升高", ALL)), (normalize("D-二聚体阴性", ALL), normalize("D二聚体阴性", ALL))]
+    assert term_recall(pairs, [normalize("D二聚体", ALL)]) == (2, 2)
+
+
+def test_numerals_inside_words_count_as_chinese():
+    langs = by_language(align("u", normalize("我们一起去统一办", ALL), normalize("我们一起去统一办", ALL)))
+    assert (langs["zh"].n, langs["other"].n) == (8, 0)
+    assert tokens(normalize("三", ALL)) == ["3"]  # a numeral alone (a timed unit) is a number, as 三次 in its transcript
 
 
 def test_lowercase_is_its_own_switch():
@@ -120,7 +155,20 @@ def test_a_resample_rate_pools_errors_over_tokens():
     indices = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
     rates = resample_rates([1, 0], [1, 9], indices)
     assert rates.tolist() == [[1.0, 0.1, 0.1, 0.0]]  # (0, 1) is 1/10, not the mean of rates 0.5
-    assert resample_rates([0, 2], [0, 4], np.array([[0, 0], [0, 1]])).tolist() == [[0.0, 0.5]]  # an empty reference adds no token
+    # an empty reference adds no token; a resample of empty references alone has no rate (NaN), not 0
+    assert np.array_equal(resample_rates([0, 2], [0, 4], np.array([[0, 0], [0, 1]])), [[np.nan, 0.5]], equal_nan=True)
+
+
+def test_resamples_with_nothing_to_count_stay_out_of_the_interval():
+    """30 utterances, 2 with one term each, both missed: recall 0. A resample without either has no
+    recall; scored as recall 1 (1 - 0 missed of 0) it would stretch the interval to [0, 1]."""
+    occurrences = np.zeros(30, dtype=int)
+    occurrences[[4, 17]] = 1
+    recall = 1 - bootstrap_rates([occurrences, occurrences], occurrences, 1000, resample_seed(42, "medical"))
+    assert np.isnan(recall).any()  # the premise: some resamples draw neither utterance
+    assert interval95(recall[0]) == (0.0, 0.0)
+    assert interval95(recall[1] - recall[0]) == (0.0, 0.0)  # paired: NaN on the same resamples
+    assert interval95(np.full(5, np.nan)) is None and interval95([np.nan, 0.5, 0.5]) == (0.5, 0.5)
 
 
 def test_interval_by_hand_on_every_resample_of_three_utterances():
@@ -251,3 +299,47 @@ def test_term_recall_from_the_terms_param_for_any_corpus(scored_repo):
 
     with pytest.raises(UserError, match=r"^data.corpora.medical.terms: data/terms/missing.txt: not found"):
         _scored(scored_repo, **{"data.corpora.medical": {**medical, "terms": "data/terms/missing.txt"}})
+
+
+def test_score_leaves_out_resamples_with_nothing_to_count(scored_repo):
+    """medical: 30 utterances; a term and an English word in only 2 (both missed by base), timed boundaries in
+    only 2 (40 ms off). Every resample that has any of them agrees, so each interval is a point."""
+    rows = []
+    for i in range(30):
+        sparse = i in (3, 20)
+        ref = "服用阿司匹林复查ct" if sparse else f"今天天气很好第{i}次"
+        row = {"key": f"medical-{i:03d}", "ref": ref, "hyp": ref.replace("阿司匹林", "阿斯匹林").replace("ct", "city"),
+               "missing": False, "ref_times": [["今", 0.1, 0.3], ["天", 0.3, 0.5]]}
+        row["times"] = [["今", 0.14, 0.34], ["天", 0.34, 0.54]] if sparse else [["明", 0.1, 0.3]]  # no shared unit: no boundary
+        rows.append(row)
+    for model in ("base", "merged"):
+        path = scored_repo / f"data/normalized/{model}/medical.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    terms = scored_repo / "terms.txt"
+    terms.write_text("阿司匹林\n", encoding="utf-8")
+    m = _scored(scored_repo, **{"data.corpora.medical": {"role": "domain", "source": "demo/medical.yaml", "terms": str(terms)}})
+    assert m["term_recall"]["medical"] == {"base": 0.0, "merged": 0.0}
+    assert m["term_recall_ci95"]["medical"] == {"base": {"lo": 0.0, "hi": 0.0}, "merged": {"lo": 0.0, "hi": 0.0}}
+    assert m["cer_by_language"]["medical"]["base"]["en"] == 1.0
+    assert m["cer_by_language_ci95"]["medical"]["base"]["en"] == {"lo": 1.0, "hi": 1.0}
+    a = json.loads((scored_repo / "metrics/alignment.json").read_text(encoding="utf-8"))
+    assert a["mae_ms"]["medical"]["base"] == 40.0 and a["mae_ms_ci95"]["medical"]["base"] == {"lo": 40.0, "hi": 40.0}
+    assert a["within_50ms_ci95"]["medical"]["base"] == {"lo": 1.0, "hi": 1.0}
+
+
+def test_an_interval_without_a_single_resample_to_count_is_null(scored_repo):
+    """One term in 1 of 30 utterances and one resample that does not draw it: no interval (null), not
+    recall 1; the stage still writes and prints everything else."""
+    seed = 7  # its one resample does not draw utterance 0
+    occurrences = np.zeros(30, dtype=int)
+    occurrences[0] = 1
+    assert np.isnan(bootstrap_rates(occurrences, occurrences, 1, resample_seed(seed, "medical"))).all()  # the premise
+    pairs = [("服用阿司匹林", "服用阿斯匹林")] + [(f"今天天气很好第{i}次", f"今天天气很好第{i}次") for i in range(1, 30)]
+    for model in ("base", "merged"):
+        _write_normalized(scored_repo, "medical", model, pairs)
+    terms = scored_repo / "terms.txt"
+    terms.write_text("阿司匹林\n", encoding="utf-8")
+    m = _scored(scored_repo, **{"data.corpora.medical": {"role": "domain", "source": "demo/medical.yaml", "terms": str(terms)},
+                                "score.bootstrap": 1, "score.seed": seed})
+    assert m["term_recall"]["medical"] == {"base": 0.0, "merged": 0.0}
+    assert m["term_recall_ci95"]["medical"] == {"base": None, "merged": None}

@@ -158,7 +158,8 @@ def bootstrap_rates(errors: np.ndarray, ref_tokens: np.ndarray, resamples: int, 
     every row (model) of `errors` on the SAME resamples, so two rows compare paired.
 
     errors: models x utterances; ref_tokens: utterances. A resample's rate is its errors over its
-    reference tokens, pooled as the CER itself is, not a mean of per-utterance rates."""
+    reference tokens, pooled as the CER itself is, not a mean of per-utterance rates; NaN where the
+    resample holds no reference token (see resample_rates)."""
     errors = np.atleast_2d(np.asarray(errors, dtype=np.int64))
     ref_tokens = np.asarray(ref_tokens, dtype=np.int64)
     n = ref_tokens.shape[0]
@@ -172,18 +173,25 @@ def bootstrap_rates(errors: np.ndarray, ref_tokens: np.ndarray, resamples: int, 
 
 
 def resample_rates(errors: np.ndarray, ref_tokens: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Error rates of the resamples given as rows of utterance indices (models x resamples); a resample
-    with no reference token scores 1 if it has an insertion, else 0 (as Counts.rate)."""
+    """Error rates of the resamples given as rows of utterance indices (models x resamples). A resample
+    with nothing to count (no reference token, no term, no timed boundary) has no rate: NaN, never 0,
+    which would read as a perfect score (recall 1 - 0, an MAE of 0 ms) and widen the interval with it.
+    The denominator is shared by every row, so paired differences are NaN on the same resamples."""
     errors = np.atleast_2d(np.asarray(errors, dtype=np.int64))
     e = errors[:, indices].sum(axis=2)
     n = np.asarray(ref_tokens, dtype=np.int64)[indices].sum(axis=1)
-    return np.where(n > 0, e / np.maximum(n, 1), (e > 0).astype(np.float64))
+    return np.where(n > 0, e / np.maximum(n, 1), np.nan)
 
 
-def interval95(values: np.ndarray) -> tuple[float, float]:
-    """The percentile 95% interval (2.5th and 97.5th percentiles, numpy's linear interpolation), rounded as the metrics are."""
+def interval95(values: np.ndarray, digits: int = 4) -> tuple[float, float] | None:
+    """The percentile 95% interval (2.5th and 97.5th percentiles, numpy's linear interpolation) of the
+    resamples that have a value, rounded as the metrics are; None when none has one."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return None
     lo, hi = np.percentile(values, [2.5, 97.5])
-    return round(float(lo), 4), round(float(hi), 4)
+    return round(float(lo), digits), round(float(hi), digits)
 
 
 def significant(lo: float, hi: float) -> bool:

@@ -7,7 +7,8 @@ better) with its paired interval `change_ci95.<corpus>.lo/.hi` and `change_signi
 Chinese and English, `domain_gain` (base - merged on the domain test sets; positive is better),
 `general_change` (merged - base on general speech; positive is forgetting) and
 `term_recall.<corpus>.<model>`, each of these with its `_ci95` too (the same resamples of the same test
-set: the languages' and the terms' intervals are paired with the CER's). Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
+set: the languages' and the terms' intervals are paired with the CER's; a resample with nothing to count, no term say, is left
+out, and an interval with no resample left is null). Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
 prints a list as text, a scalar with its numeric change. Kaldi-style reports go to data/score/.
 """
 
@@ -70,9 +71,14 @@ def _languages(utts: list[Utterance]) -> dict[str, Counts]:
     return out
 
 
-def _ci(values: np.ndarray) -> dict[str, float]:
-    lo, hi = interval95(values)
-    return {"lo": lo, "hi": hi}
+def _ci(values: np.ndarray, digits: int = 4) -> dict[str, float] | None:
+    """{lo, hi} over the resamples that have something to count; None (null in the metrics) when none has."""
+    bounds = interval95(values, digits)
+    return None if bounds is None else {"lo": bounds[0], "hi": bounds[1]}
+
+
+def _bounds(ci: dict[str, float] | None, digits: int = 4) -> str:
+    return "[none]" if ci is None else f"[{ci['lo']:.{digits}f}, {ci['hi']:.{digits}f}]"
 
 
 def run() -> None:
@@ -102,23 +108,25 @@ def run() -> None:
         if terms:
             counts = {m: term_counts([(r["ref"], r["hyp"]) for r in rows[m]], terms) for m in paths.DECODED_MODELS}
             occurrences = counts[paths.DECODED_MODELS[0]][1]
-            # recall = 1 - (missed occurrences / occurrences): a pooled rate like the CER, on the same resamples
+            # recall = 1 - (missed occurrences / occurrences): a pooled rate like the CER, on the same resamples;
+            # a resample without a term has no recall (NaN, out of the interval), not recall 1
             missed = bootstrap_rates([occurrences - counts[m][0] for m in paths.DECODED_MODELS], occurrences, p.score.bootstrap, seed)
             recall_rates = dict(zip(paths.DECODED_MODELS, 1 - missed))
         for model in paths.DECODED_MODELS:
             total = Counts()
             for u in utts[model]:
                 total.add(u.counts)
-            lo, hi = interval95(rates[model])
-            extra = [f"%CER 95% interval [ {lo:.4f}, {hi:.4f} ] ({p.score.bootstrap} bootstrap resamples of the "
-                     f"{total.sentences} utterances, seed {p.score.seed})"]
+            ci = _ci(rates[model])
+            extra = [f"%CER 95% interval [ {ci['lo']:.4f}, {ci['hi']:.4f} ] ({p.score.bootstrap} bootstrap resamples of the "
+                     f"{total.sentences} utterances, seed {p.score.seed})" if ci else
+                     "%CER 95% interval: none (no resample holds a reference token)"]
             if mixed:
                 extra += [f"{lang}: {wer_line(c)}" for lang, c in langs[model].items() if lang in LANGUAGES or c.n or c.ins]
             out = REPORTS / model / f"{corpus}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(report(utts[model], total, f"{model} on {corpus} test ({spec.role})", extra) + "\n", encoding="utf-8")
             metrics["cer"].setdefault(corpus, {})[model] = round(total.rate, 4)
-            metrics["cer_ci95"].setdefault(corpus, {})[model] = {"lo": lo, "hi": hi}
+            metrics["cer_ci95"].setdefault(corpus, {})[model] = ci
             metrics["ser"].setdefault(corpus, {})[model] = round(total.sentence_errors / max(total.sentences, 1), 4)
             metrics["n"][corpus] = total.n
             if mixed:
@@ -128,19 +136,21 @@ def run() -> None:
             if terms:
                 found, said = int(counts[model][0].sum()), int(occurrences.sum())
                 metrics["term_recall"].setdefault(corpus, {})[model] = round(found / said, 4) if said else None
-                if said:
+                if said:  # null when no resample holds a term
                     metrics["term_recall_ci95"].setdefault(corpus, {})[model] = _ci(recall_rates[model])
             plot_rows.append({"test_set": f"{corpus} / {model}", "corpus": corpus, "model": model, "cer": round(total.rate, 4),
-                              "cer_lo": lo, "cer_hi": hi})
+                              "cer_lo": ci and ci["lo"], "cer_hi": ci and ci["hi"]})
         metrics["change"][corpus] = round(metrics["cer"][corpus]["merged"] - metrics["cer"][corpus]["base"], 4)
         changes[corpus] = rates["merged"] - rates["base"]
         metrics["change_ci95"][corpus] = _ci(changes[corpus])
-        metrics["change_significant"][corpus] = significant(**metrics["change_ci95"][corpus])
+        change_ci = metrics["change_ci95"][corpus]
+        metrics["change_significant"][corpus] = significant(**change_ci) if change_ci else None
     roles = {c: s.role for c, s in p.data.corpora.items()}
     domain, general = [c for c, r in roles.items() if r == "domain"], [c for c, r in roles.items() if r == "general"]
     metrics["domain_gain"] = _mean([-metrics["change"][c] for c in domain])
     metrics["general_change"] = _mean([metrics["change"][c] for c in general])
-    # the mean over test sets of each resample's change (test sets resample independently)
+    # the mean over test sets of each resample's change (test sets resample independently); NaN, left out,
+    # where one test set's resample has no reference token
     if domain:
         metrics["domain_gain_ci95"] = _ci(-np.mean([changes[c] for c in domain], axis=0))
     if general:
@@ -168,8 +178,9 @@ def run() -> None:
         writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "mae_ms", "mae_ms_lo", "mae_ms_hi"], lineterminator="\n")
         writer.writeheader()
         for corpus, by_model in alignment.get("mae_ms", {}).items():
+            cis = alignment["mae_ms_ci95"][corpus]
             writer.writerows({"test_set": f"{corpus} / {m}", "corpus": corpus, "model": m, "mae_ms": v,
-                              "mae_ms_lo": alignment["mae_ms_ci95"][corpus][m]["lo"], "mae_ms_hi": alignment["mae_ms_ci95"][corpus][m]["hi"]}
+                              "mae_ms_lo": cis[m] and cis[m]["lo"], "mae_ms_hi": cis[m] and cis[m]["hi"]}
                              for m, v in by_model.items())
     _print(metrics, roles, p.score)
 
@@ -194,8 +205,7 @@ def _alignment(p: params.Params, rows_of: dict[str, dict[str, list[dict]]]) -> d
             abs_ms = np.array([sum(e) for e in errors])
             out["mae_ms"].setdefault(corpus, {})[model] = round(float(abs_ms.sum() / n.sum()), 1)
             mae = bootstrap_rates(abs_ms, n, p.score.bootstrap, seed)[0]
-            out["mae_ms_ci95"].setdefault(corpus, {})[model] = {"lo": round(float(np.percentile(mae, 2.5)), 1),
-                                                               "hi": round(float(np.percentile(mae, 97.5)), 1)}
+            out["mae_ms_ci95"].setdefault(corpus, {})[model] = _ci(mae, digits=1)  # NaN: a resample with no timed boundary
             for x in WITHIN_MS:
                 within = np.array([sum(v <= x for v in e) for e in errors])
                 out[f"within_{x}ms"].setdefault(corpus, {})[model] = round(float(within.sum() / n.sum()), 4)
@@ -212,16 +222,14 @@ def _alignment(p: params.Params, rows_of: dict[str, dict[str, list[dict]]]) -> d
         return note | {k: out[k] for k in ("pseudo_labelled_not_scored", "pseudo_labels") if k in out}
     for corpus, mae in out["mae_ms"].items():
         ci = out["mae_ms_ci95"][corpus]
-        print(f"timestamps {corpus}: MAE " + ", ".join(f"{m} {v:.1f} ms [{ci[m]['lo']:.1f}, {ci[m]['hi']:.1f}]" for m, v in mae.items())
+        print(f"timestamps {corpus}: MAE " + ", ".join(f"{m} {v:.1f} ms {_bounds(ci[m], 1)}" for m, v in mae.items())
               + "; within 50 ms " + ", ".join(f"{m} {v:.3f}" for m, v in out["within_50ms"][corpus].items())
               + f" ({', '.join(f'{m} {v:.0%}' for m, v in out['units_timed'][corpus].items())} of the units timed)")
     return out
 
 
 def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
-    def ci(d: dict) -> str:
-        return f"[{d['lo']:.4f}, {d['hi']:.4f}]"
-
+    ci = _bounds
     print(f"95% intervals: {score.bootstrap} bootstrap resamples of each test set's utterances (seed {score.seed}); "
           "change: merged - base, paired (* = the interval excludes zero)")
     print(f"{'test set':<16}{'role':<9}{'N':>6}  {'CER base [95%]':<27}{'CER merged [95%]':<27}change [95%]")
