@@ -343,3 +343,99 @@ def test_an_interval_without_a_single_resample_to_count_is_null(scored_repo):
                                 "score.bootstrap": 1, "score.seed": seed})
     assert m["term_recall"]["medical"] == {"base": 0.0, "merged": 0.0}
     assert m["term_recall_ci95"]["medical"] == {"base": None, "merged": None}
+
+
+@pytest.mark.parametrize("text, looping", [
+    ("好的好的好的好的", True),                            # 2 tokens x 4: 8 tokens
+    ("谢谢你谢谢你谢谢你谢谢你", True),                      # 3 tokens x 4
+    ("哈哈哈哈哈哈哈哈", True),                              # 1 token x 8
+    ("the end the end the end the end", True),             # English words
+    ("请做ct检查ct检查ct检查ct检查", True),                  # mixed: ct 检 查 x 4
+    ("谢谢谢谢大家", False),                                # 谢 x 4 is speech: the run spans 4 tokens
+    ("no no no no i said no", False),
+    ("very very good ct检查 ok ok", False),
+    ("请做ct检查ct检查ct检查", False),                       # 3 repeats
+    ("", False),
+])
+def test_a_loop_is_a_run_repeated_back_to_back(text, looping):
+    from asrtune.scoring import loops
+
+    assert loops(tokens(normalize(text, ALL))) is looping
+
+
+def _nonspeech(repo: Path, said: dict[str, int], n: int = 30) -> None:
+    """A test set with empty references: each model says something on the first said[model] clips."""
+    for model, k in said.items():
+        _write_normalized(repo, "nonspeech", model, [("", "谢谢观看" if i < k else "") for i in range(n)])
+
+
+NONSPEECH = {"role": "test", "source": "demo/nonspeech.yaml"}
+
+
+def test_a_set_without_speech_scores_hallucination_not_cer(scored_repo):
+    _nonspeech(scored_repo, {"base": 0, "merged": 12})
+    m = _scored(scored_repo, **{"data.corpora.nonspeech": NONSPEECH})
+    assert "nonspeech" not in m["cer"] and "nonspeech" not in m["change"]  # no rate of 1.0 from insertions over nothing
+    assert m["hallucination_rate"]["nonspeech"] == {"base": 0.0, "merged": 0.4} and m["n_clips"]["nonspeech"] == 30
+    ci = m["hallucination_rate_ci95"]["nonspeech"]
+    assert ci["base"] == {"lo": 0.0, "hi": 0.0} and ci["merged"]["lo"] < 0.4 < ci["merged"]["hi"]
+    assert m["hallucination_change"]["nonspeech"] == 0.4 and m["hallucination_change_ci95"]["nonspeech"]["lo"] > 0
+    # not a held-out set with references: the forgetting summary and general_change leave it out
+    assert list(m["forgetting"]["sets"]) == ["general"] and m["general_change_ci95"] == m["change_ci95"]["general"]
+    d = m["degeneration"]["nonspeech"]["merged"]
+    assert d["insertion_rate"] is None and d["length_ratio"] is None and d["looping"] == 0.0
+    plot = (scored_repo / "plots/hallucination.csv").read_text(encoding="utf-8").splitlines()
+    assert plot[0].startswith("test_set,corpus,model,hallucination_rate") and plot[2].startswith("nonspeech / merged,nonspeech,merged,0.4,")
+    report = (scored_repo / "data/score/merged/nonspeech.txt").read_text(encoding="utf-8")
+    assert "%HALLUCINATION 40.00 [ 12 / 30 clips with output ]" in report and "%WER" not in report
+    # silence answered with silence: a rate of 0, exactly
+    _nonspeech(scored_repo, {"base": 0, "merged": 0})
+    m = _scored(scored_repo, **{"data.corpora.nonspeech": NONSPEECH})
+    assert m["hallucination_rate"]["nonspeech"] == {"base": 0.0, "merged": 0.0}
+    assert m["hallucination_change_ci95"]["nonspeech"] == {"lo": 0.0, "hi": 0.0}
+
+
+def test_forgetting_is_flagged_when_merged_is_clearly_worse_on_a_held_out_set(scored_repo):
+    from conftest import in_process, params_for
+
+    from asrtune.stages import score
+
+    # unchanged on general (merged = base): no flag, no FORGETTING line
+    m = _scored(scored_repo)
+    f = m["forgetting"]
+    assert f["sets"]["general"] == {"role": "general", "change": 0.0, "change_ci95": {"lo": 0.0, "hi": 0.0}, "flag": False}
+    assert f["pooled"]["flag"] is False and "medical" not in f["sets"]  # the domain set is not held out
+    assert "general, heldout" not in m["general_change_note"] and "general" in m["general_change_note"]
+    # a role test set where merged drops 1 token of 8 in every sentence: flagged, alone and pooled with general
+    refs = [f"明天下雨吗第{i}次" for i in range(30)]
+    _write_normalized(scored_repo, "heldout", "base", [(r, r) for r in refs])
+    _write_normalized(scored_repo, "heldout", "merged", [(r, r.replace("雨", "")) for r in refs])
+    params_for(scored_repo, scored_repo / "no-model-needed", **{"data.corpora.heldout": {"role": "test", "source": "demo/general.yaml"}})
+    printed = in_process(scored_repo, score)
+    m = json.loads((scored_repo / "metrics/cer.json").read_text(encoding="utf-8"))
+    f = m["forgetting"]
+    assert f["sets"]["heldout"]["flag"] is True and f["sets"]["heldout"]["change_ci95"]["lo"] > 0
+    assert f["sets"]["general"]["flag"] is False
+    assert f["pooled"]["change"] == m["general_change"] == round(f["sets"]["heldout"]["change"] / 2, 4) and f["pooled"]["flag"] is True
+    assert "general, heldout" in m["general_change_note"]
+    line = next(x for x in printed.splitlines() if x.startswith("FORGETTING: "))
+    assert "heldout +0.1250" in line and "pooled over general, heldout +0.0625" in line and "general +" not in line
+
+
+def test_degeneration_shares_and_ratios_per_model(scored_repo):
+    """medical, 30 utterances of 12 tokens: merged loops on 3 (好的 x 10 appended: 20 inserted tokens), and stopped
+    at decode's guard there; base never."""
+    refs = [f"请做胸部ct检查 和 mri 第{i}次" for i in range(30)]  # 12 tokens
+    for model, tail in (("base", ""), ("merged", "好的" * 10)):
+        rows = [{"key": f"medical-{i:03d}", "ref": r, "hyp": r + (tail if i < 3 else ""), "missing": False, "capped": bool(tail) and i < 3}
+                for i, r in enumerate(refs)]
+        (scored_repo / f"data/normalized/{model}/medical.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    m = _scored(scored_repo)
+    base, merged = m["degeneration"]["medical"]["base"], m["degeneration"]["medical"]["merged"]
+    assert (base["looping"], base["capped"], base["insertion_rate"], base["length_ratio"]) == (0.0, 0.0, 0.0, 1.0)
+    assert base["looping_ci95"] == {"lo": 0.0, "hi": 0.0} and base["length_ratio_ci95"] == {"lo": 1.0, "hi": 1.0}
+    assert (merged["looping"], merged["capped"]) == (0.1, 0.1) and merged["looping_ci95"]["lo"] <= 0.1 <= merged["looping_ci95"]["hi"]
+    assert merged["insertion_rate"] == round(60 / 360, 4) and merged["length_ratio"] == round(420 / 360, 4)
+    # rows of a decode that recorded no guard (general's): capped unknown, not 0
+    assert m["degeneration"]["general"]["base"]["capped"] is None and m["degeneration"]["general"]["base"]["capped_ci95"] is None

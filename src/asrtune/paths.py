@@ -70,5 +70,10 @@ def decode_file(model: str, corpus: str) -> Path:
     return Path("data/decode") / model / f"{corpus}.tsv"
 
 
+def capped_file(model: str, corpus: str) -> Path:
+    """Beside decode_file: the keys whose decoding stopped at the max-new-tokens guard, one a line."""
+    return Path("data/decode") / model / f"{corpus}.capped.txt"
+
+
 def normalized_file(model: str, corpus: str) -> Path:
     return Path("data/normalized") / model / f"{corpus}.jsonl"

@@ -1,6 +1,6 @@
 """Error rates the compute-wer way: Chinese per character, English per word, on normalized text.
-Reports in the Kaldi/WeNet style, term recall for a domain term list, bootstrap intervals and the
-error rate per language."""
+Reports in the Kaldi/WeNet style, term recall for a domain term list, bootstrap intervals, the
+error rate per language, and degeneration: looping outputs, and what a test set without speech got."""
 
 from __future__ import annotations
 
@@ -212,3 +212,30 @@ def boundary_errors(ref_times: list, hyp_times: list) -> list[int]:
             r, h = ref_times[block.a + k], hyp_times[block.b + k]
             out += [round(abs(h[1] - r[1]) * 1000), round(abs(h[2] - r[2]) * 1000)]
     return out
+
+
+# Degeneration: a loop is a run of 1..LOOP_MAX_N tokens repeated back to back at least LOOP_MIN_REPEATS
+# times over at least LOOP_MIN_SPAN tokens. Counted on the tokens the CER counts (a Chinese character, an
+# English word), so it works on Chinese, where gzip's compression ratio (Whisper's test) is unreliable on
+# short texts. The span floor keeps speech out: 谢谢谢谢 or "no no no no" repeat one token 4 times, 8 do not.
+LOOP_MAX_N, LOOP_MIN_REPEATS, LOOP_MIN_SPAN = 4, 4, 8
+
+
+def loops(toks: list[str]) -> bool:
+    """Whether the tokens hold a loop (好的好的好的好的, ct检查ct检查ct检查ct检查); see LOOP_MIN_SPAN."""
+    for n in range(1, LOOP_MAX_N + 1):
+        for i in range(len(toks) - n * LOOP_MIN_REPEATS + 1):
+            k = 1
+            while toks[i + k * n : i + (k + 1) * n] == toks[i : i + n]:
+                k += 1
+            if k >= LOOP_MIN_REPEATS and k * n >= LOOP_MIN_SPAN:
+                return True
+    return False
+
+
+def nonspeech_report(keys: list[str], hyps: list[str], title: str) -> str:
+    """A test set without words (every reference empty): which clips got output, and what. No %WER: with no
+    reference token it would be 100% for one inserted token as for a hundred."""
+    said = [(k, h) for k, h in zip(keys, hyps) if tokens(h)]
+    lines = [title, f"%HALLUCINATION {100 * len(said) / max(len(keys), 1):.2f} [ {len(said)} / {len(keys)} clips with output ]", ""]
+    return "\n".join(lines + [f"{k}\nHYP: {h}\n" for k, h in said])

@@ -4,7 +4,8 @@ decode.engine picks the runtime: transformers (either family) or ctranslate2 (wh
 the convert stage wrote in models/ct2/<model>). Batched and sorted by length (less padding),
 greedy unless decode.num_beams > 1, with a repetition guard; writes `key<TAB>text` in key order
 (with decode.timestamps, a third column: the units' [unit, start, end] as JSON) and prints the
-real-time factor.
+real-time factor. Beside it, <corpus>.capped.txt lists the keys whose generation stopped at the guard's
+max new tokens rather than at an end token (a looping model runs into it), one a line.
 """
 
 from __future__ import annotations
@@ -22,14 +23,62 @@ from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 
 
+class Guard:
+    """Which rows of the last batch stopped at the max-new-tokens guard. It wraps the model's generate, so it
+    counts the tokens generated: re-tokenizing the text would not (BPE merges a loop's tokens differently).
+    `rows` is empty after a batch that generated nothing (the forced aligner): none capped."""
+
+    def __init__(self):
+        self.rows: list[bool] = []
+
+    def watch_transformers(self, net) -> None:
+        import torch
+
+        generate = net.generate
+
+        def counted(*args, **kwargs):
+            out = generate(*args, **kwargs)
+            seq = out if torch.is_tensor(out) else out["sequences"]
+            config = kwargs.get("generation_config") or net.generation_config
+            cap = kwargs.get("max_new_tokens") or config.max_new_tokens
+            if not net.config.is_encoder_decoder and "input_ids" in kwargs:  # an audio LLM returns its prompt too
+                seq = seq[:, kwargs["input_ids"].shape[1]:]  # (Whisper returns the new tokens only)
+            ends = [t for t in (config.eos_token_id, config.pad_token_id) if t is not None]
+            ends = torch.tensor([i for t in ends for i in (t if isinstance(t, list) else [t])], device=seq.device)
+            # a row that ended before the cap holds its end token and padding; Whisper drops the end token, so count
+            self.rows = ((~torch.isin(seq, ends)).sum(dim=1) >= cap).tolist()
+            return out
+
+        net.generate = counted
+
+    def watch_ctranslate2(self, engine) -> None:
+        model, guard = engine.model, self
+
+        class Counted:  # CTranslate2's Whisper returns the new tokens without the end token
+            def generate(self, features, prompts, **kwargs):
+                results = model.generate(features, prompts, **kwargs)
+                guard.rows = [len(r.sequences_ids[0]) >= kwargs["max_length"] // 2 for r in results]  # see MAX_LENGTH
+                return results
+
+        engine.model = Counted()
+
+
 def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
-    """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine."""
+    """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine; transcribe.guard says which
+    rows of its last batch stopped at the max-new-tokens guard."""
+    guard = Guard()
     if p.decode.engine == "ctranslate2":
         from asrtune.ctranslate2_engine import Engine, check_family
 
         check_family(checkpoint.family_of(model_dir))
         engine = Engine(ct2_dir)  # computes in the type convert stored (decode.compute_type)
-        return (lambda batch, audio: engine.transcribe(audio, p)), f"ctranslate2, {engine.device}"
+        guard.watch_ctranslate2(engine)
+
+        def transcribe(batch, audio):
+            return engine.transcribe(audio, p)
+
+        transcribe.guard = guard
+        return transcribe, f"ctranslate2, {engine.device}"
     import transformers
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
@@ -37,17 +86,30 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
     processor = fam.load_processor(checkpoint.root_of(model_dir))
     chosen = net.asrtune_precision
     runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
-    return (lambda batch, audio: fam.transcribe(net, processor, batch, audio, p)), f"transformers, {net.device}, {runs}"
+    guard.watch_transformers(net)
+
+    def transcribe(batch, audio):
+        return fam.transcribe(net, processor, batch, audio, p)
+
+    transcribe.guard = guard
+    return transcribe, f"transformers, {net.device}, {runs}"
 
 
-def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str) -> dict[str, str]:
+def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, capped: set | None = None) -> dict[str, str]:
     """key -> one-line transcript, with a tab and its units' times as JSON where the family gave them.
-    Longest clips first, so similar lengths share a batch."""
+    Longest clips first, so similar lengths share a batch. Into `capped`, the keys that transcribe.guard
+    says stopped at the max-new-tokens guard."""
     order = sorted(items, key=lambda e: (-len(audio[e.key]), e.key))
     hyps: dict[str, str] = {}
+    guard = getattr(transcribe, "guard", None)
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         batch = order[i : i + batch_size]
-        for e, out in zip(batch, transcribe(batch, [audio[e.key] for e in batch])):
+        if guard is not None:
+            guard.rows = []
+        outputs = transcribe(batch, [audio[e.key] for e in batch])
+        if guard is not None and capped is not None:
+            capped.update(e.key for e, hit in zip(batch, guard.rows) if hit)
+        for e, out in zip(batch, outputs):
             text, times = out if isinstance(out, tuple) else (out, None)
             hyps[e.key] = " ".join(text.split())  # one line per utterance, no tabs
             if times is not None:
@@ -56,7 +118,7 @@ def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, d
 
 
 def run(model: str, corpus: str) -> None:
-    """Write data/decode/<model>/<corpus>.tsv."""
+    """Write data/decode/<model>/<corpus>.tsv and <corpus>.capped.txt beside it."""
     p = params.load()
     if model not in paths.DECODED_MODELS:
         raise UserError(f"decode: model must be one of {', '.join(paths.DECODED_MODELS)}, got {model!r}")
@@ -69,8 +131,9 @@ def run(model: str, corpus: str) -> None:
     transcribe, runtime = transcriber(p, model_dir, paths.ct2_dir(model))
     audio = {e.key: sf.read(e.audio, dtype="float32")[0] for e in items}
     start = time.perf_counter()
+    capped: set[str] = set()
     try:
-        hyps = decode_all(transcribe, items, audio, p.decode.batch_size, f"decode {model} {corpus}")
+        hyps = decode_all(transcribe, items, audio, p.decode.batch_size, f"decode {model} {corpus}", capped)
     except ValueError as e:  # e.g. a generation config without languages, or a language it lacks
         raise UserError(f"{model_dir}: cannot decode with model.language={p.model.language!r}: {str(e).splitlines()[0]}") from None
     wall = time.perf_counter() - start
@@ -81,6 +144,8 @@ def run(model: str, corpus: str) -> None:
     out = paths.decode_file(model, corpus)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")
+    paths.capped_file(model, corpus).write_text("".join(f"{k}\n" for k in sorted(capped)), encoding="utf-8")
     seconds = sum(len(a) for a in audio.values()) / 16000
+    note = f", {len(capped)} stopped at the max-new-tokens guard" if capped else ""
     print(f"decode {model} {corpus} ({runtime}): {len(items)} utterances, {seconds:.1f} s of audio in {wall:.1f} s, "
-          f"RTF {wall / seconds:.3f} -> {out}")
+          f"RTF {wall / seconds:.3f}{note} -> {out}")

@@ -2,6 +2,8 @@
 
 A reference with no hypothesis line is kept with an empty hypothesis and flagged `missing`
 (scored as deletions), never dropped; a hypothesis for a key not in the test set is an error.
+Where decode recorded which utterances stopped at its max-new-tokens guard (data/decode/<m>/<c>.capped.txt),
+every row says so in `capped`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def normalized_times(unit_times, opts) -> list:
 
 
 def run(model: str, corpus: str) -> None:
-    """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing; where decode wrote times, `times`
+    """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing, capped (where decode recorded its
+    guard; a missing hypothesis is not capped); where decode wrote times, `times`
     and, where the test set has reference timestamps, `ref_times` (pseudo_timestamps instead where they are
     the base aligner's pseudo-labels, which are no reference)."""
     opts = params.load().normalize
@@ -63,7 +66,10 @@ def run(model: str, corpus: str) -> None:
     if extra:
         raise UserError(f"{hyp_file}: {len(extra)} keys are not in the {corpus} test set, e.g. {extra[0]}")
     missing = sorted(set(refs) - set(hyps))
+    capped_file = paths.capped_file(model, corpus)
+    capped = set(capped_file.read_text(encoding="utf-8").split()) if capped_file.is_file() else None
     rows = ({"key": k, "ref": normalize(refs[k], opts), "hyp": normalize(hyps.get(k, ""), opts), "missing": k not in hyps}
+            | ({"capped": k in capped} if capped is not None else {})
             | ({"ref_times": ref_times[k]} if k in ref_times else {})
             | ({"times": normalized_times(times.get(k, []), opts)} if times else {})
             | ({"pseudo_timestamps": True} if k in pseudo else {})

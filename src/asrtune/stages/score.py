@@ -10,6 +10,15 @@ Chinese and English, `domain_gain` (base - merged on the domain test sets; posit
 set: the languages' and the terms' intervals are paired with the CER's; a resample with nothing to count, no term say, is left
 out, and an interval with no resample left is null). Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
 prints a list as text, a scalar with its numeric change. Kaldi-style reports go to data/score/.
+
+Does the fine-tuning harm? `forgetting` takes the held-out sets (role general or test, with references): each one's
+paired change and a pooled one (each resample's change averaged over them, as general_change), `flag` true when the
+interval lies wholly above zero (merged significantly worse), printed as a FORGETTING line. A test set whose references
+are all empty (non-speech) has no CER: `hallucination_rate.<corpus>.<model>` is the share of its clips with any
+output after normalization, with `hallucination_change.<corpus>` (merged - base, paired). `degeneration.<corpus>.<model>`
+on every test set: `looping` (share of outputs with a loop, scoring.loops), `capped` (share that decode stopped at
+its max-new-tokens guard; null where decode recorded none), `insertion_rate` (insertions / reference tokens) and
+`length_ratio` (hypothesis / reference tokens), pooled as the CER, each with its `_ci95` on the CER's resamples.
 """
 
 from __future__ import annotations
@@ -23,9 +32,9 @@ import numpy as np
 from asrtune import params, paths, scoring
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
-from asrtune.normalization import normalize
-from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, report,
-                             resample_seed, significant, term_counts, wer_line, boundary_errors)
+from asrtune.normalization import normalize, tokens
+from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, loops, nonspeech_report,
+                             report, resample_seed, significant, term_counts, wer_line, boundary_errors)
 from asrtune.terms import read_terms
 
 METRICS = Path("metrics/cer.json")
@@ -33,6 +42,8 @@ ALIGNMENT = Path("metrics/alignment.json")
 WITHIN_MS = (20, 50, 100)
 PLOT = Path("plots/cer.csv")
 ALIGNMENT_PLOT = Path("plots/alignment.csv")  # MAE per test set and model (header only without timestamps)
+HALLUCINATION_PLOT = Path("plots/hallucination.csv")  # per non-speech test set and model (header only without one)
+HELD_OUT = ("general", "test")  # roles never trained on for the domain: where forgetting shows
 REPORTS = Path("data/score")
 LANGUAGES = ("zh", "en")  # reported when a test set's references hold both; `other` (numbers, symbols) only in the reports
 
@@ -82,11 +93,14 @@ def _bounds(ci: dict[str, float] | None, digits: int = 4) -> str:
 
 
 def run() -> None:
-    """Write metrics/cer.json, plots/cer.csv and data/score/<model>/<corpus>.txt."""
+    """Write metrics/cer.json, metrics/alignment.json, plots/cer.csv, plots/alignment.csv, plots/hallucination.csv
+    and data/score/<model>/<corpus>.txt."""
     p = params.load()
     metrics = {"cer": {}, "cer_ci95": {}, "ser": {}, "n": {}, "change": {}, "change_ci95": {}, "change_significant": {},
-               "cer_by_language": {}, "cer_by_language_ci95": {}, "n_by_language": {}, "term_recall": {}, "term_recall_ci95": {}}
-    plot_rows = []
+               "cer_by_language": {}, "cer_by_language_ci95": {}, "n_by_language": {}, "term_recall": {}, "term_recall_ci95": {},
+               "hallucination_rate": {}, "hallucination_rate_ci95": {}, "hallucination_change": {},
+               "hallucination_change_ci95": {}, "n_clips": {}, "degeneration": {}}
+    plot_rows, hallucination_rows = [], []
     changes: dict[str, np.ndarray] = {}  # merged - base on each resample, per test set
     rows_of: dict[str, dict[str, list[dict]]] = {}  # read once: the CERs and the timestamps score the same rows
     for corpus, spec in p.data.corpora.items():
@@ -97,6 +111,10 @@ def run() -> None:
         errors = np.array([[u.counts.errors for u in utts[m]] for m in paths.DECODED_MODELS])
         ref_tokens = np.array([u.counts.n for u in utts[paths.DECODED_MODELS[0]]])
         seed = resample_seed(p.score.seed, corpus)  # one seed per test set: every bootstrap below draws the same resamples
+        metrics["degeneration"][corpus] = _degeneration(rows, utts, p.score.bootstrap, seed)
+        if not ref_tokens.any():  # no word to recognize: a CER would only count insertions over nothing
+            hallucination_rows += _hallucination(metrics, corpus, spec.role, rows, p.score.bootstrap, seed)
+            continue
         rates = dict(zip(paths.DECODED_MODELS, bootstrap_rates(errors, ref_tokens, p.score.bootstrap, seed)))
         langs = {m: _languages(us) for m, us in utts.items()}
         mixed = all(langs["base"][lang].n for lang in LANGUAGES)  # the references hold both languages
@@ -146,16 +164,22 @@ def run() -> None:
         change_ci = metrics["change_ci95"][corpus]
         metrics["change_significant"][corpus] = significant(**change_ci) if change_ci else None
     roles = {c: s.role for c, s in p.data.corpora.items()}
-    domain, general = [c for c, r in roles.items() if r == "domain"], [c for c, r in roles.items() if r == "general"]
+    # test sets with references only (a non-speech one has no CER change)
+    domain = [c for c, r in roles.items() if r == "domain" and c in changes]
+    general = [c for c, r in roles.items() if r in HELD_OUT and c in changes]
     metrics["domain_gain"] = _mean([-metrics["change"][c] for c in domain])
     metrics["general_change"] = _mean([metrics["change"][c] for c in general])
+    metrics["general_change_note"] = ("merged - base CER averaged over the held-out test sets with references, role general "
+                                      f"or test: {', '.join(general) or 'none'}")
     # the mean over test sets of each resample's change (test sets resample independently); NaN, left out,
     # where one test set's resample has no reference token
     if domain:
         metrics["domain_gain_ci95"] = _ci(-np.mean([changes[c] for c in domain], axis=0))
     if general:
         metrics["general_change_ci95"] = _ci(np.mean([changes[c] for c in general], axis=0))
-    for key in ("cer_by_language", "cer_by_language_ci95", "n_by_language", "term_recall", "term_recall_ci95"):
+    metrics["forgetting"] = _forgetting(metrics, general, roles)
+    for key in ("cer_by_language", "cer_by_language_ci95", "n_by_language", "term_recall", "term_recall_ci95",
+                "hallucination_rate", "hallucination_rate_ci95", "hallucination_change", "hallucination_change_ci95", "n_clips"):
         if not metrics[key]:
             del metrics[key]
     every_row = [r for by_model in rows_of.values() for rs in by_model.values() for r in rs]
@@ -182,7 +206,83 @@ def run() -> None:
             writer.writerows({"test_set": f"{corpus} / {m}", "corpus": corpus, "model": m, "mae_ms": v,
                               "mae_ms_lo": cis[m] and cis[m]["lo"], "mae_ms_hi": cis[m] and cis[m]["hi"]}
                              for m, v in by_model.items())
+    with open(HALLUCINATION_PLOT, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["test_set", "corpus", "model", "hallucination_rate", "hallucination_rate_lo",
+                                               "hallucination_rate_hi"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(hallucination_rows)
     _print(metrics, roles, p.score)
+
+
+def _held(ci: dict | None) -> bool:
+    """Forgetting flagged: the paired interval of merged - base lies wholly above zero."""
+    return ci is not None and ci["lo"] > 0
+
+
+def _forgetting(metrics: dict, held_out: list[str], roles: dict[str, str]) -> dict:
+    """Each held-out set's CER change (merged - base) and the pooled one, each flagged when its interval is above zero."""
+    sets = {c: {"role": roles[c], "change": metrics["change"][c], "change_ci95": metrics["change_ci95"][c],
+                "flag": _held(metrics["change_ci95"][c])} for c in held_out}
+    out: dict = {"sets": sets}
+    if held_out:  # each resample's change averaged over the sets: general_change's
+        ci = metrics["general_change_ci95"]
+        out["pooled"] = {"change": metrics["general_change"], "change_ci95": ci, "flag": _held(ci)}
+    return out | {"note": "merged - base CER on the test sets of role general or test with references (never trained on "
+                          "for the domain), and pooled over them; flag: the paired 95% interval lies wholly above zero"}
+
+
+def _shares(values: list[list], denominators, resamples: int, seed) -> tuple[list, list]:
+    """Per model: the pooled rate sum(values) / sum(denominators) (None where that is 0) and its 95% interval on the
+    test set's resamples (paired with the CER's: the same seed)."""
+    values, den = np.asarray(values, dtype=np.int64), np.asarray(denominators, dtype=np.int64)
+    boot = bootstrap_rates(values, den, resamples, seed)
+    rates = [round(float(v.sum() / den.sum()), 4) if den.sum() else None for v in values]
+    return rates, [_ci(b) for b in boot]
+
+
+def _degeneration(rows: dict[str, list[dict]], utts: dict[str, list[Utterance]], resamples: int, seed) -> dict:
+    """Per model: looping (share of outputs), capped (share stopped at decode's guard; None where decode recorded
+    none), insertion_rate (insertions / reference tokens), length_ratio (hypothesis / reference tokens)."""
+    models = paths.DECODED_MODELS
+    hyp_tokens = {m: [tokens(r["hyp"]) for r in rows[m]] for m in models}
+    clips = np.ones(len(rows[models[0]]), dtype=np.int64)
+    ref_n = [u.counts.n for u in utts[models[0]]]
+    measures = {"looping": ([[loops(t) for t in hyp_tokens[m]] for m in models], clips),
+                "insertion_rate": ([[u.counts.ins for u in utts[m]] for m in models], ref_n),
+                "length_ratio": ([[len(t) for t in hyp_tokens[m]] for m in models], ref_n)}
+    if all("capped" in r for m in models for r in rows[m]):  # normalize rows of a decode that recorded its guard
+        measures["capped"] = ([[r["capped"] for r in rows[m]] for m in models], clips)
+    out: dict = {m: {} for m in models}
+    for name in ("looping", "capped", "insertion_rate", "length_ratio"):
+        rates, cis = _shares(*measures[name], resamples, seed) if name in measures else ([None] * len(models),) * 2
+        for m, rate, ci in zip(models, rates, cis):
+            out[m] |= {name: rate, f"{name}_ci95": ci}
+    return out
+
+
+def _hallucination(metrics: dict, corpus: str, role: str, rows: dict[str, list[dict]], resamples: int, seed) -> list[dict]:
+    """A test set without words: the share of clips with any output, per model, and merged - base paired. Its
+    report lists the clips that got output; it returns its plot rows."""
+    models = paths.DECODED_MODELS
+    said = np.array([[bool(tokens(r["hyp"])) for r in rows[m]] for m in models], dtype=np.int64)
+    n = said.shape[1]
+    boot = dict(zip(models, bootstrap_rates(said, np.ones(n, dtype=np.int64), resamples, seed)))
+    plot = []
+    for m, row in zip(models, said):
+        rate, ci = round(float(row.sum() / n), 4), _ci(boot[m])
+        metrics["hallucination_rate"].setdefault(corpus, {})[m] = rate
+        metrics["hallucination_rate_ci95"].setdefault(corpus, {})[m] = ci
+        plot.append({"test_set": f"{corpus} / {m}", "corpus": corpus, "model": m, "hallucination_rate": rate,
+                     "hallucination_rate_lo": ci and ci["lo"], "hallucination_rate_hi": ci and ci["hi"]})
+        out = REPORTS / m / f"{corpus}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(nonspeech_report([r["key"] for r in rows[m]], [r["hyp"] for r in rows[m]],
+                                        f"{m} on {corpus} test ({role}, no speech)") + "\n", encoding="utf-8")
+    metrics["hallucination_change"][corpus] = round(metrics["hallucination_rate"][corpus]["merged"]
+                                                    - metrics["hallucination_rate"][corpus]["base"], 4)
+    metrics["hallucination_change_ci95"][corpus] = _ci(boot["merged"] - boot["base"])
+    metrics["n_clips"][corpus] = n
+    return plot
 
 
 def _alignment(p: params.Params, rows_of: dict[str, dict[str, list[dict]]]) -> dict:
@@ -234,6 +334,8 @@ def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
           "change: merged - base, paired (* = the interval excludes zero)")
     print(f"{'test set':<16}{'role':<9}{'N':>6}  {'CER base [95%]':<27}{'CER merged [95%]':<27}change [95%]")
     for corpus, role in roles.items():
+        if corpus not in metrics["cer"]:
+            continue  # no speech: no CER (its hallucination rate below)
         c, i = metrics["cer"][corpus], metrics["cer_ci95"][corpus]
         flag = "*" if metrics["change_significant"][corpus] else " "
         print(f"{corpus:<16}{role:<9}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} "
@@ -245,7 +347,26 @@ def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
     for corpus, tr in metrics.get("term_recall", {}).items():
         i = metrics.get("term_recall_ci95", {}).get(corpus, {})
         print(f"term recall {corpus}: " + ", ".join(f"{m} {tr[m]} {ci(i[m]) if m in i else ''}".rstrip() for m in tr))
+    for corpus, rate in metrics.get("hallucination_rate", {}).items():
+        i, change_ci = metrics["hallucination_rate_ci95"][corpus], metrics["hallucination_change_ci95"][corpus]
+        flag = "*" if change_ci and significant(**change_ci) else ""
+        print(f"hallucination {corpus} (no speech, {metrics['n_clips'][corpus]} clips; share with output): "
+              + ", ".join(f"{m} {v:.4f} {ci(i[m])}" for m, v in rate.items())
+              + f"; change {metrics['hallucination_change'][corpus]:+.4f}{flag} {ci(change_ci)}")
+    print(f"{'degeneration':<16}{'model':<8}{'looping [95%]':<24}{'capped [95%]':<24}{'ins/ref tok [95%]':<24}hyp/ref len [95%]")
+    for corpus, by_model in metrics["degeneration"].items():
+        for m, d in by_model.items():
+            cells = ["-" if d[k] is None else f"{d[k]:.3f} {ci(d[k + '_ci95'], 3)}"  # -: nothing to count, or not recorded
+                     for k in ("looping", "capped", "insertion_rate", "length_ratio")]
+            print(f"{corpus:<16}{m:<8}" + "".join(f"{c:<24}" for c in cells[:3]) + cells[3])
     for key, label in (("domain_gain", "domain gain (base - merged)"), ("general_change", "general change (forgetting if > 0)")):
         if metrics[key] is not None:
             print(f"{label} {metrics[key]:+.4f} {ci(metrics[key + '_ci95'])}")
+    forgetting = metrics["forgetting"]
+    worse = [f"{c} {s['change']:+.4f} {ci(s['change_ci95'])}" for c, s in forgetting["sets"].items() if s["flag"]]
+    if forgetting.get("pooled", {}).get("flag"):
+        pooled = forgetting["pooled"]
+        worse.append(f"pooled over {', '.join(forgetting['sets'])} {pooled['change']:+.4f} {ci(pooled['change_ci95'])}")
+    if worse:
+        print("FORGETTING: merged is worse than base (CER change, 95% interval above zero) on " + "; ".join(worse))
     print(f"reports in {REPORTS}/")
