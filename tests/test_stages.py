@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl
 
 from asrtune import chatml, mixing
@@ -54,7 +55,9 @@ def test_split_is_speaker_disjoint_and_complete(data_repo):
 
 def test_mix_follows_the_general_share(data_repo):
     domain_train = len(read_jsonl(data_repo / "data/split/medical/train.jsonl"))
-    for stage, share in (("s1", 0.5), ("s2", 0.2), ("s3", 0.0)):
+    shares = {stage: spec["general"] for stage, spec in yaml.safe_load((data_repo / "params.yaml").read_text())["mix"]["stages"].items()}
+    assert shares == {"s1": 0.5, "s2": 0.3, "s3": 0.2}  # general speech in every stage, the last one too
+    for stage, share in shares.items():
         keys = [r["key"] for r in read_jsonl(data_repo / f"data/mix/{stage}/train.jsonl")]
         general = [k for k in keys if k.startswith("general-")]
         assert len(keys) - len(general) == domain_train
@@ -207,7 +210,8 @@ def test_a_split_left_without_val_or_test_is_an_error_before_writing(data_repo, 
     shutil.copytree(data_repo / "data/ingest/medical", tmp_path / "data/ingest/medical")
     shutil.copytree(data_repo / "data/jsonl", tmp_path / "data/jsonl")
     manifest = tmp_path / "data/ingest/medical/manifest.jsonl"
-    manifest.write_text("".join(json.dumps({**r, "speaker": "A"}, ensure_ascii=False) + "\n" for r in read_jsonl(manifest)), encoding="utf-8")
+    unfixed = [{k: v for k, v in r.items() if k not in ("split", "voice")} for r in read_jsonl(manifest)]  # the demo fixes its splits
+    manifest.write_text("".join(json.dumps({**r, "speaker": "A"}, ensure_ascii=False) + "\n" for r in unfixed), encoding="utf-8")
     params_for(tmp_path, tiny_whisper_dir)
     with pytest.raises(UserError, match=r"split.ratios: medical has 1 speakers, too few to give val and test any .*split.by: utterance"):
         in_process(tmp_path, split, "medical")
@@ -254,15 +258,16 @@ def test_the_cli_starts_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
-def _read_corpus(repo: Path, corpus: str, rows: list[tuple[str, str, str]]) -> None:
-    """A corpus as ingest and jsonl leave it, written by hand: (id, speaker, transcript) per utterance."""
+def _read_corpus(repo: Path, corpus: str, rows: list[tuple]) -> None:
+    """A corpus as ingest and jsonl leave it, written by hand: (id, speaker, transcript[, fixed split]) per utterance."""
     ingest = repo / "data/ingest" / corpus
-    ingest.mkdir(parents=True)
+    ingest.mkdir(parents=True, exist_ok=True)
     (ingest / "manifest.jsonl").write_text("".join(
-        json.dumps({"id": i, "audio": f"data/ingest/{corpus}/audio/{i}.wav", "text": t, "speaker": s, "duration": 1.0},
-                   ensure_ascii=False) + "\n" for i, s, t in rows), encoding="utf-8")
+        json.dumps({"id": i, "audio": f"data/ingest/{corpus}/audio/{i}.wav", "text": t, "speaker": s, "duration": 1.0}
+                   | ({"split": fixed[0]} if fixed and fixed[0] else {}), ensure_ascii=False) + "\n" for i, s, t, *fixed in rows),
+        encoding="utf-8")
     (repo / "data/jsonl").mkdir(parents=True, exist_ok=True)
-    records = sorted((chatml.record(chatml.key_for(corpus, i), f"{i}.wav", t, 1.0, len(t), "", "") for i, _, t in rows),
+    records = sorted((chatml.record(chatml.key_for(corpus, i), f"{i}.wav", t, 1.0, len(t), "", "") for i, _, t, *_ in rows),
                      key=lambda r: r["key"])
     (repo / f"data/jsonl/{corpus}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                                                     encoding="utf-8")
@@ -353,3 +358,82 @@ def test_linked_groups_join_speakers_through_shared_sentences():
     assert [g for _, g in groups_for(records, "speaker")] == ["spk:A", "spk:B", "spk:B", "spk:C", "utt:d1", "utt:e1"]
     where = {"a1": "train", "b1": "test", "b2": "test", "c1": "val", "d1": "test", "e1": "test"}
     assert overlap(where, {k: t for k, _, t in records}) == {"test_utterances": 2, "share": 0.5}  # b1 (x in train), d1 (z in val)
+
+
+def test_fixed_splits_are_honoured_and_the_rest_follow_the_ratios(tmp_path, tiny_whisper_dir):
+    """An official test set (speaker T) and validation speaker (V) fixed by the manifest; one of T's
+    utterances unfixed follows its speaker; the other 8 speakers are placed by split.ratios, the fixed
+    utterances counted: test is full already, so none of them goes there."""
+    from conftest import in_process
+
+    from asrtune.stages import split
+
+    rows = [(f"t{j}", "T", f"测试{j}", "test" if j else None) for j in range(10)] + [(f"v{j}", "V", f"验证{j}", "val") for j in range(10)]
+    rows += [(f"s{spk}-{j}", f"S{spk}", f"训练{spk}之{j}") for spk in range(8) for j in range(10)]
+    _read_corpus(tmp_path, "c", rows)
+    for by in ("speaker", "speaker_text", "text", "utterance"):
+        params_for(tmp_path, tiny_whisper_dir, **{"split.by": by})
+        printed = in_process(tmp_path, split, "c")
+        assert "19 utterances' split fixed by the manifest" in printed
+        got = {s: {r["key"].removeprefix("c-") for r in rs} for s, rs in _splits(tmp_path, "c").items()}
+        assert {f"t{j}" for j in range(1, 10)} <= got["test"] and {f"v{j}" for j in range(10)} <= got["val"]
+        if by != "text" and by != "utterance":
+            assert "t0" in got["test"]  # its speaker's split
+        if by == "speaker":
+            assert got["test"] == {f"t{j}" for j in range(10)} and len(got["train"]) == 80
+        summary = json.loads((tmp_path / "data/split/c/summary.json").read_text())
+        assert summary["test"]["fixed"] == 9 and summary["val"]["fixed"] == 10 and summary["test"]["by_speaker"]["T"] >= 9
+        assert "voices" not in summary["train"]  # no demo voices: speakers and their counts only
+
+
+def test_a_group_fixed_to_two_splits_is_an_error_naming_both_utterances(tmp_path, tiny_whisper_dir):
+    from conftest import in_process
+
+    from asrtune.errors import UserError
+    from asrtune.stages import split
+
+    rows = [(f"s{spk}-{j}", f"S{spk}", f"第{spk}人第{j}句") for spk in range(6) for j in range(4)]
+    # the same sentence (once normalized) fixed to test for one speaker, to train for another
+    rows += [("x1", "X", "今天开会。", "test"), ("y1", "Y", "今天开会", "train"), ("x2", "X", "明天见", "train")]
+    _read_corpus(tmp_path, "c", rows)
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "text"})
+    with pytest.raises(UserError, match=r"^split.by: text: .*manifest.jsonl fixes c-x1 to test and c-y1 to train, both the sentence "
+                                        r"'今天开会' \(normalized\): one would be trained on with the other tested"):
+        in_process(tmp_path, split, "c")
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "speaker"})
+    with pytest.raises(UserError, match=r"^split.by: speaker: .*fixes c-x1 to test and c-x2 to train, both spoken by speaker X"):
+        in_process(tmp_path, split, "c")
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "speaker_text"})
+    with pytest.raises(UserError, match=r"fixes c-x1 to test and c-x2 to train, linked by the speakers and sentences"):
+        in_process(tmp_path, split, "c")
+    assert not (tmp_path / "data/split/c").exists()
+    params_for(tmp_path, tiny_whisper_dir, **{"split.by": "utterance"})  # each utterance alone: no conflict, each as fixed
+    in_process(tmp_path, split, "c")
+    got = {s: {r["key"] for r in rs} for s, rs in _splits(tmp_path, "c").items()}
+    assert "c-x1" in got["test"] and {"c-y1", "c-x2"} <= got["train"]
+    summary = json.loads((tmp_path / "data/split/c/summary.json").read_text())
+    assert summary["overlap"]["test_utterances"] >= 1  # x1's sentence is y1's: the overlap report says so
+
+
+def test_a_test_role_corpus_fixed_to_train_is_an_error(tmp_path, tiny_whisper_dir):
+    from conftest import in_process
+
+    from asrtune.errors import UserError
+    from asrtune.stages import split
+
+    _read_corpus(tmp_path, "ev", [("a", "A", "一", "test"), ("b", "A", "二", None), ("c", "B", "三", "train")])
+    params_for(tmp_path, tiny_whisper_dir, **{"data.corpora.ev": {"role": "test", "source": "x"}})
+    with pytest.raises(UserError, match=r"data.corpora.ev.role is test .* fixes 1 utterances to train or val, e.g. ev-c \(train\)"):
+        in_process(tmp_path, split, "ev")
+    _read_corpus(tmp_path, "ev", [("a", "A", "一", "test"), ("b", "A", "二", None), ("c", "B", "三")])
+    assert "role test: all of it" in in_process(tmp_path, split, "ev")
+    assert [len(rs) for rs in _splits(tmp_path, "ev").values()] == [0, 0, 3]
+
+
+def test_fixed_assignment_without_fixed_keys_is_the_old_assignment():
+    groups = [(f"u{i:03d}", f"spk{i % 20}") for i in range(400)]
+    assert assign(groups, (0.8, 0.1, 0.1), 42, {}) == assign(groups, (0.8, 0.1, 0.1), 42)
+    fixed = {f"u{i:03d}": "test" for i in range(400) if i % 20 == 3}  # one speaker's 20: half the test target
+    got = assign(groups, (0.8, 0.1, 0.1), 42, fixed)
+    assert all(got[k] == "test" for k in fixed)
+    assert {s: sum(v == s for v in got.values()) for s in ("train", "val", "test")} == {"train": 320, "val": 40, "test": 40}

@@ -2,7 +2,10 @@
 
 Audio already in 16 kHz mono PCM wav is referenced where it lies (header probe only, no decode);
 anything else (other rates, stereo, flac/mp3, synthesized or downloaded audio) is converted into
-the corpus's own audio folder. accepted + rejected == items in, always.
+the corpus's own audio folder. accepted + rejected == items in, always. An empty transcript is rejected
+(empty_transcript) except on a clip marked non-speech (the demo's non-speech set), whose empty
+transcript is its reference. A fixed split (train | val | dev | test) is kept as the manifest's `split`
+(dev written val); any other value is rejected (bad_split).
 
 Streaming, so memory stays flat however large the corpus: rejections go to rejected.tsv as they
 come (input order); accepted records wait in a SQLite file beside the manifest, whose primary key
@@ -28,6 +31,7 @@ from asrtune.manifest import write_jsonl, write_rejected
 from asrtune.sources import Candidate, Item, Rejection
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
+SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "test": "test"}  # an utterance's fixed split, as the manifest writes it
 
 
 @dataclass
@@ -121,8 +125,10 @@ def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Pat
     if first:
         return Rejection(c.id, c.origin, "duplicate_id", f"{c.id} already from {first[0]}")
     db.execute("INSERT INTO utt (id, origin) VALUES (?, ?)", (c.id, c.origin))
-    if not c.text.strip():
+    if not c.text.strip() and not c.nonspeech:
         return Rejection(c.id, c.origin, "empty_transcript", "transcript is empty")
+    if c.split is not None and c.split.strip().lower() not in SPLIT_NAMES:
+        return Rejection(c.id, c.origin, "bad_split", f"split {c.split!r} is none of {', '.join(SPLIT_NAMES)}")
     try:
         path, duration, converted = _materialize(c, audio_dir, cache_dir, root)
     except audio.AudioError as e:
@@ -134,6 +140,10 @@ def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Pat
                   "sha256": audio_sha256(Path(root / path if not os.path.isabs(path) else path))}
         if c.timestamps is not None:
             record["timestamps"] = timestamps.rounded(c.timestamps)
+        if c.split is not None:
+            record["split"] = SPLIT_NAMES[c.split.strip().lower()]
+        if c.voice is not None:
+            record["voice"] = c.voice
         db.execute("UPDATE utt SET record = ?, speaker = ?, duration = ? WHERE id = ?",
                    (json.dumps(record, ensure_ascii=False), c.speaker, record["duration"], c.id))
         return None

@@ -44,21 +44,39 @@ class Model(Strict):
 
 
 class Corpus(Strict):
-    role: Literal["general", "domain"]
-    # a demo topic (demo/<topic>.yaml), a Kaldi dir, a folder of audio + .txt, a .csv/.tsv, or a Fun-ASR ChatML .jsonl
+    # general | domain: split into train/val/test, train and val mixed; test: evaluation only (all of it is
+    # the test set: never split into train or val, never mixed, never trained on)
+    role: Literal["general", "domain", "test"]
+    # a demo topic (demo/<topic>.yaml; or a non-speech spec, demo/nonspeech.yaml), a Kaldi dir, a folder of
+    # audio + .txt, a .csv/.tsv, or a Fun-ASR ChatML .jsonl
     source: str
     format: Literal["auto", "demo", "kaldi", "folder", "csv", "chatml"] = "auto"
     utterances: Annotated[int, Field(gt=0)] | None = None  # demo only: how many of the topic's sentences; None = all
     speakers: Annotated[int, Field(gt=0)] = 20  # demo only
+    # demo only: how many of `speakers` have held-out voices (styles / eSpeak variants no training speaker uses);
+    # they alternate val, test; the others are training speakers, all train. None = a fifth (at least 2).
+    # role test: every speaker is held out
+    heldout_speakers: Annotated[int, Field(ge=2)] | None = None
     voice: Literal["kokoro", "espeak"] = "kokoro"  # demo only: kokoro (neural) | espeak (robotic, fast)
     seed: int = 0  # demo only
     path_column: str | None = None  # csv only: default path|audio|wav|file
     text_column: str | None = None  # csv only: default text|transcript|sentence
     speaker_column: str | None = None  # csv only: default speaker|spk|client_id when present
     id_column: str | None = None  # csv only: default id|utt_id|key when present, else the audio file stem
+    split_column: str | None = None  # csv only: default split when present: train|val|dev|test fixes a row's split
     # score: a term list file (one term per line, # comments) for term recall; null = the list ingest
     # wrote for a demo topic (data/ingest/<c>/terms.txt), else none
     terms: str | None = None
+
+    @model_validator(mode="after")
+    def _heldout(self):
+        if self.heldout_speakers is not None:
+            if self.role == "test":
+                raise ValueError("heldout_speakers: every speaker of a role: test corpus is held out; drop the key")
+            if self.heldout_speakers >= self.speakers:
+                raise ValueError(f"heldout_speakers ({self.heldout_speakers}) must be below speakers ({self.speakers}): "
+                                 "the others are the training speakers")
+        return self
 
 
 class Data(Strict):
@@ -151,6 +169,9 @@ class Train(Strict):
     cache_dtype: Literal["float16", "float32"] = "float16"
     save_steps: Annotated[int, Field(ge=0)] = 0  # evaluate and checkpoint every N steps; 0 = every epoch
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower steps
+    # loss = cross-entropy + distill x KL(teacher || tuned) at the learned positions of general-role utterances
+    # (learning without forgetting); the teacher is the stage's init model. 0 = off
+    distill: Annotated[float, Field(ge=0)] = 0.0
     # processes (one GPU each, DDP through torchrun); auto = every visible GPU. Without a GPU, N CPU
     # processes (gloo): how the several-GPU path is tested. The global batch is batch_size x grad_accum x devices
     devices: Annotated[int, Field(gt=0)] | Literal["auto"] = 1
@@ -203,6 +224,11 @@ class Score(Strict):
     seed: int = 42
 
 
+class Merge(Strict):
+    # models/merged = base + scale x (tuned - base), base = models/base (WiSE-FT weight interpolation); 1 = the tuned model
+    scale: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
 class Params(Strict):
     model: Model = Model()
     data: Data
@@ -214,6 +240,7 @@ class Params(Strict):
     align: Align = Align()
     normalize: Normalize = Normalize()
     score: Score = Score()
+    merge: Merge = Merge()
 
     @model_validator(mode="after")
     def _durations(self):

@@ -8,6 +8,8 @@ reader that drops (or doubles) an utterance.
 
 Formats: Kaldi dir (wav.scp + text [+ utt2spk]), a folder of audio with same-stem .txt,
 CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in demo_corpus.py.)
+A table's `split` column (train | val | dev | test; blank: none) and a jsonl record's
+`split` key fix an utterance's split (a corpus's official test set, say): the split stage honours it.
 
 A folder: every audio file is an utterance, id = its path under the folder (without suffix, parts
 joined by `-`), transcript = the `.txt` of the same stem beside it. Speaker = the top-level folder
@@ -52,6 +54,9 @@ class Candidate:
     speaker: str | None
     origin: str  # "file:line" where it came from
     timestamps: list | None = None  # reference [start, end] per unit of the text (asrtune.timestamps), checked by ingest
+    split: str | None = None  # a split the corpus fixes (train | val | dev | test): the split stage honours it
+    voice: dict | None = None  # the demo's synthetic voice (styles and speed, or an eSpeak variant): split's summary shows it
+    nonspeech: bool = False  # a clip with no speech in it (the demo's non-speech set): its empty transcript is expected
 
 
 @dataclass
@@ -265,6 +270,7 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Generator[Item, No
     text_col = _pick_column(header, columns.get("text"), ("text", "transcript", "sentence", "transcription"), path, "transcript", True)
     spk_col = _pick_column(header, columns.get("speaker"), ("speaker", "spk", "speaker_id", "client_id"), path, "speaker", False)
     id_col = _pick_column(header, columns.get("id"), ("id", "utt_id", "utt", "key"), path, "id", False)
+    split_col = _pick_column(header, columns.get("split"), ("split",), path, "split", False)
     while True:
         row = next(reader, None)
         if row is None:
@@ -281,7 +287,8 @@ def read_table(path: Path, columns: dict[str, str | None]) -> Generator[Item, No
             yield Rejection(utt, origin, "missing_audio", "empty audio path")
             continue
         speaker = row[spk_col].strip() or None if spk_col is not None else None
-        yield Candidate(utt, _resolve(audio, path.parent, Path.cwd()), row[text_col].strip(), speaker, origin)
+        split = row[split_col].strip() or None if split_col is not None else None
+        yield Candidate(utt, _resolve(audio, path.parent, Path.cwd()), row[text_col].strip(), speaker, origin, split=split)
     return _count_rows(text, delimiter) - 1  # the header
 
 
@@ -305,7 +312,7 @@ def read_chatml(path: Path) -> Generator[Item, None, int]:
                 audio_path, text = str(record["audio_path"]), str(record["text"])
                 utt = str(record.get("key") or record.get("id") or Path(audio_path).stem)
                 yield Candidate(utt, _resolve(audio_path, path.parent, Path.cwd()), text.strip(), record.get("speaker"), origin,
-                                record.get("timestamps"))
+                                record.get("timestamps"), split=_split_of(record))
                 continue
             utt = str(record["key"])
             messages = {m["role"]: m["content"] for m in record["messages"]}
@@ -318,5 +325,11 @@ def read_chatml(path: Path) -> Generator[Item, None, int]:
             yield Rejection(utt, origin, "malformed_line", "user message has no <|startofspeech|>...<|endofspeech|>")
             continue
         yield Candidate(utt, _resolve(match.group(1).strip(), path.parent, Path.cwd()), text.strip(), None, origin,
-                        record.get("timestamps"))
+                        record.get("timestamps"), split=_split_of(record))
     return _count_lines(path)
+
+
+def _split_of(record: dict) -> str | None:
+    """A jsonl record's own `split` (train | val | dev | test; ingest checks the value), if it has one."""
+    split = record.get("split")
+    return None if split is None or str(split).strip() == "" else str(split)

@@ -28,18 +28,26 @@ def detect_format(corpus: Corpus, name: str) -> str:
     return formats[src.suffix.lower()]
 
 
-def read_items(corpus: Corpus, fmt: str) -> Reading | Iterator[Item]:
+def read_items(corpus: Corpus, fmt: str, name: str = "") -> Reading | Iterator[Item]:
     src = Path(corpus.source)
     if fmt == "demo":
+        from asrtune import nonspeech
+
+        if nonspeech.is_spec(src):
+            if corpus.role != "test":
+                raise UserError(f"data.corpora.{name}: {src} is a non-speech set, for evaluation only: set role: test")
+            return nonspeech.read_nonspeech(src, corpus.seed)
         from asrtune.demo_corpus import read_demo
 
-        return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice)
+        return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice,
+                         heldout=corpus.heldout_speakers, test=corpus.role == "test")
     if fmt == "kaldi":
         return read_kaldi(src)
     if fmt == "folder":
         return read_folder(src)
     if fmt == "csv":
-        columns = {"path": corpus.path_column, "text": corpus.text_column, "speaker": corpus.speaker_column, "id": corpus.id_column}
+        columns = {"path": corpus.path_column, "text": corpus.text_column, "speaker": corpus.speaker_column, "id": corpus.id_column,
+                   "split": corpus.split_column}
         return read_table(src, columns)
     return read_chatml(src)
 
@@ -67,7 +75,7 @@ def run(corpus: str) -> None:
     fmt = detect_format(spec, corpus)
     out = paths.ingest_dir(corpus)
     shutil.rmtree(out, ignore_errors=True)
-    items = read_items(spec, fmt)
+    items = read_items(spec, fmt, corpus)
     result = ingest(items, paths.manifest(corpus), out / "rejected.tsv", out / "audio",
                     paths.cache_dir() / "http", p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}")
     n_in = items_in(items, result)
@@ -76,9 +84,11 @@ def run(corpus: str) -> None:
                "rejected": result.rejected, "reasons": dict(sorted(result.reasons.items())),
                "converted": result.converted, "hours": round(hours, 4), "speakers": result.speakers}
     if fmt == "demo":
+        from asrtune import nonspeech
         from asrtune.demo_corpus import load_topic
 
-        (out / "terms.txt").write_text("".join(t + "\n" for t in load_topic(Path(spec.source)).terms), encoding="utf-8")
+        terms = [] if nonspeech.is_spec(Path(spec.source)) else load_topic(Path(spec.source)).terms
+        (out / "terms.txt").write_text("".join(t + "\n" for t in terms), encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     print(f"ingest {corpus} ({fmt}, {spec.source}): {n_in} in = {result.accepted} accepted + {result.rejected} rejected; "
