@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -19,18 +20,25 @@ from asrtune.chatml import Example
 class SpeechDataset(torch.utils.data.Dataset):
     """Examples as model inputs: the family's text side, and log-mel features or cached encoder outputs."""
 
-    def __init__(self, items: list[Example], make_item, featurize, cache=None):
+    def __init__(self, items: list[Example], make_item, featurize, cache=None, general: set[str] | None = None):
         self.items, self.make_item, self.featurize, self.cache = items, make_item, featurize, cache
+        self.general = general  # train.distill: the keys of the general-role utterances (None: no distillation)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         ex = self.items[i]
+        role = {} if self.general is None else {"general": torch.tensor(ex.key in self.general)}
         if self.cache is not None:
-            return {**self.make_item(ex, sf.info(ex.audio).frames), "encoder_hidden": self.cache.load(ex.audio)}
+            return {**self.make_item(ex, sf.info(ex.audio).frames), "encoder_hidden": self.cache.load(ex.audio), **role}
         audio = sf.read(ex.audio, dtype="float32")[0]
-        return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0]}
+        return {**self.make_item(ex, len(audio)), "input_features": self.featurize([audio])[0], **role}
+
+
+def with_roles(collate):
+    """The family's collator, passing on each row's general flag (the family's own drops what it does not know)."""
+    return lambda batch: {**collate(batch), "general": torch.stack([b["general"] for b in batch])}
 
 
 def split_too_long(items: list[Example], make_item, limit: int, problem=None) -> tuple[list[Example], dict[str, str]]:
@@ -54,30 +62,87 @@ def split_too_long(items: list[Example], make_item, limit: int, problem=None) ->
 
 class FamilyTrainer(Trainer):
     """The Trainer, with the family's own loss where it has one (`family_loss(model, base, inputs,
-    num_items_in_batch)`, base = the model inside DDP and peft), in training and evaluation alike.
+    num_items_in_batch)`, base = the model inside DDP and peft), in training and evaluation alike;
+    with `distill` (a Distill), that loss plus distillation to the stage's init model on general utterances.
 
     The loss is summed over the learned tokens and divided by `num_items_in_batch`, the tokens of the
     whole accumulated (and, under DDP, global) batch, so gradient accumulation and several devices
     give the gradients of one big batch. One process never drives several GPUs: the Trainer would
     wrap the model in nn.DataParallel, whose replicas each get part of the batch (several GPUs = torchrun)."""
 
-    def __init__(self, *args, family_loss=None, **kwargs):
+    def __init__(self, *args, family_loss=None, distill=None, **kwargs):
         training_args = kwargs["args"]
         if training_args.n_gpu > 1:
             training_args._n_gpu = 1
         super().__init__(*args, **kwargs)
-        self.family_loss = family_loss
+        self.family_loss, self.distill = family_loss, distill
         if family_loss is not None:
             self.model_accepts_loss_kwargs = True  # the Trainer then counts the items and leaves the scaling to us
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.family_loss is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        base = self.accelerator.unwrap_model(model)
-        loss = self.family_loss(model, base.get_base_model() if hasattr(base, "get_base_model") else base, inputs, num_items_in_batch)
+        unwrapped = self.accelerator.unwrap_model(model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        if self.distill is not None:
+            loss = self.distill.loss(model, unwrapped, base, inputs, num_items_in_batch)
+        else:
+            loss = self.family_loss(model, base, inputs, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages over processes; the count is already global
         return (loss, {"loss": loss}) if return_outputs else loss
+
+
+class Distill:
+    """train.distill (learning without forgetting): the family's cross-entropy plus `weight` x KL(teacher || tuned)
+    of the next-token (or, the aligner: time-bin) distributions at the learned positions of general-role
+    utterances; domain ones get the cross-entropy alone. Both terms are summed over tokens and divided by the
+    same count, so gradient accumulation and DDP stay one big batch. The teacher is the stage's init model:
+    under LoRA the same network with its adapters (and modules_to_save) disabled, one extra forward without
+    gradients and no second copy; without LoRA a frozen copy (`teacher`), as disabling nothing gives no base."""
+
+    def __init__(self, weight: float, learned_logits, teacher=None):
+        self.weight, self.learned_logits, self.teacher = weight, learned_logits, teacher
+
+    @contextlib.contextmanager
+    def teacher_of(self, unwrapped):
+        """(the teacher, its model inside peft), in eval mode: it gives the base model's distributions, no dropout."""
+        if self.teacher is not None:
+            yield self.teacher, self.teacher
+            return
+        was = unwrapped.training
+        unwrapped.eval()
+        try:
+            with unwrapped.disable_adapter():
+                yield unwrapped, unwrapped.get_base_model()
+        finally:
+            unwrapped.train(was)
+
+    def loss(self, model, unwrapped, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        inputs = dict(inputs)
+        general = inputs.pop("general")
+        logits, targets, learned = self.learned_logits(model, base, inputs)
+        total = F.cross_entropy(logits.float(), targets, reduction="sum")
+        at = general[:, None].expand_as(learned)[learned]  # which learned positions are a general utterance's
+        if at.any():
+            with torch.no_grad(), self.teacher_of(unwrapped) as (teacher, teacher_base):
+                reference = self.learned_logits(teacher, teacher_base, rows(inputs, general))[0]  # general rows only
+            kl = F.kl_div(logits[at].float().log_softmax(-1), reference.float().log_softmax(-1), log_target=True, reduction="sum")
+            total = total + self.weight * kl
+        return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
+
+
+def rows(inputs: dict, keep: torch.Tensor) -> dict:
+    """The batch's rows where `keep`, in every batched tensor (whisper's encoder_outputs is a tuple of one)."""
+    if keep.all():
+        return inputs
+
+    def pick(v):
+        return v[keep] if isinstance(v, torch.Tensor) else tuple(pick(x) for x in v) if isinstance(v, tuple) else v
+
+    return {k: pick(v) for k, v in inputs.items()}
 
 
 class StepTimer(TrainerCallback):

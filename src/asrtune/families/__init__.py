@@ -126,3 +126,13 @@ def keep_fixed(model) -> None:
     for name, p in model.named_parameters():
         if FIXED.search(name):
             p.requires_grad = False
+
+
+def token_loss(logits, targets, learned, num_items_in_batch=None):
+    """Every family's training loss from its `learned_logits` (logits and labels at the learned positions,
+    and the (batch, positions) mask of where they are): cross-entropy summed over the learned tokens and
+    divided by num_items_in_batch (the whole accumulated batch's count; this batch's when None)."""
+    import torch.nn.functional as F
+
+    total = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())

@@ -2,7 +2,8 @@
 (the base model, or the previous stage's best checkpoint by val loss).
 
 Freeze flags decide what learns; with train.lora.r > 0 an unfrozen decoder/LLM learns through
-LoRA. A frozen encoder's outputs are computed once and reused. A killed run resumes from its last
+LoRA. A frozen encoder's outputs are computed once and reused. train.distill > 0 adds distillation to
+the stage's init model on the general-role utterances (training.Distill). A killed run resumes from its last
 checkpoint (kept under the asrtune cache, keyed by this stage's params, data, init, code and
 library versions). train.devices > 1 relaunches the stage under torchrun; rank 0 alone writes.
 """
@@ -72,6 +73,17 @@ def fingerprint(p: params.Params, stage: str, files: list[Path], init: Path, fam
     return h.hexdigest()[:16]
 
 
+def general_keys(records: list[list[dict]], stage: str, say=print) -> set[str] | None:
+    """train.distill: the keys of the general-role utterances, from the role mix writes on each record; None when none is."""
+    if any("role" not in r for split in records for r in split):
+        raise UserError(f"train.distill: {paths.mix_dir(stage)} has records without a role (general/domain); "
+                        f"rerun `dvc repro mix@{stage}`")
+    keys = {r["key"] for split in records for r in split if r["role"] == "general"}
+    if not keys:
+        say(f"note: train.distill: {paths.mix_dir(stage)} has no general utterances: stage {stage} distills nothing")
+    return keys or None
+
+
 def run(stage: str) -> None:
     """Train curriculum stage <stage> into models/finetune/<stage>."""
     p = params.load()
@@ -133,8 +145,10 @@ def run(stage: str) -> None:
 
         make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
         problem = (lambda ex: fam.problem(ex, processor, p)) if hasattr(fam, "problem") else None  # e.g. the aligner: no timestamps
+        records = [list(read_jsonl(f)) for f in data]
         (train_ex, too_long_train), (val_ex, too_long_val) = (
-            training.split_too_long(chatml.examples(read_jsonl(f)), make_item, fam.max_positions(unwrapped), problem) for f in data)
+            training.split_too_long(chatml.examples(r), make_item, fam.max_positions(unwrapped), problem) for r in records)
+        general = general_keys(records, stage, say) if t.distill else None
         too_long = {**too_long_train, **too_long_val}
         for name, kept in (("train", train_ex), ("val", val_ex)):
             if not kept:
@@ -156,13 +170,20 @@ def run(stage: str) -> None:
             new = distributed.total(new, args.device)
             say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {encoded.dir}")
 
-        datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded) for ex in (train_ex, val_ex)]
+        datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded, general)
+                    for ex in (train_ex, val_ex)]
+        collate, distill = fam.collator(unwrapped, processor), None
+        if general is not None:
+            # the teacher is this stage's init. LoRA: the same network, adapters disabled (no copy). Without LoRA the
+            # trained weights are the model's own: a frozen copy of the init (the memory of one more model, no grads)
+            teacher = None if use_lora else checkpoint.load(init).to(args.device).eval().requires_grad_(False)
+            collate, distill = training.with_roles(collate), training.Distill(t.distill, fam.learned_logits, teacher)
         resume = training.last_checkpoint(ckpt_dir)
         callbacks = [timer := training.StepTimer()]
         if main:
             callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
         trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                                         data_collator=fam.collator(unwrapped, processor), callbacks=callbacks, family_loss=fam.loss)
+                                         data_collator=collate, callbacks=callbacks, family_loss=fam.loss, distill=distill)
         world = args.world_size
         device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
         if torch.cuda.device_count() > world:
@@ -170,6 +191,7 @@ def run(stage: str) -> None:
         say(f"finetune {stage}: from {init}, {len(train_ex)} train / {len(val_ex)} val utterances, "
             f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
             f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}, {chosen}"
+            + (f", distilled to {init} on general utterances (weight {t.distill:g})" if distill else "")
             + (f"; resuming from {resume.name}" if resume else ""))
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -1,6 +1,6 @@
 """mix <stage>: one curriculum stage's training data: all domain train (and val) utterances plus
 a seeded sample of general ones making up the share mix.stages.<stage>.general of the mix.
-Test sets are not mixed: they stay per corpus for scoring.
+Test sets are not mixed: they stay per corpus for scoring. Each record gets its corpus's `role`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def _lines(path: Path, keep: set[int] | None = None):
-    """Lines of a sorted split file (all, or those at the indices in `keep`), with their key."""
+def _lines(path: Path, role: str, keep: set[int] | None = None):
+    """Lines of a sorted split file (all, or those at the indices in `keep`), with their key, each record
+    given its corpus's `role` (general/domain: train.distill tells the general utterances by it)."""
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f):
             if keep is None or i in keep:
-                yield json.loads(line)["key"], line
+                record = json.loads(line)
+                yield record["key"], json.dumps({**record, "role": role}, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def mix_split(domain: list[Path], general: list[Path], share: float, seed: str) -> tuple[dict, list]:
@@ -37,9 +39,9 @@ def mix_split(domain: list[Path], general: list[Path], share: float, seed: str) 
     chosen, short = mixing.choose(sum(n_general_pool), wanted, seed)
     streams, offset = [], 0
     for path, n in zip(general, n_general_pool):
-        streams.append(_lines(path, {i - offset for i in chosen if offset <= i < offset + n}))
+        streams.append(_lines(path, "general", {i - offset for i in chosen if offset <= i < offset + n}))
         offset += n
-    streams += [_lines(p) for p in domain]
+    streams += [_lines(p, "domain") for p in domain]
     return {"domain": n_domain, "general": len(chosen), "general_wanted": wanted, "ran_short": short}, streams
 
 

@@ -141,13 +141,8 @@ def item_maker(model, processor, p):
     return make
 
 
-def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Cross-entropy over the labelled slots, summed and divided by num_items_in_batch (the whole accumulated
-    batch's slots; this batch's when None). The model's own loss is a per-batch mean that ignores
-    num_items_in_batch, so under gradient accumulation the Trainer (which then skips its own division)
-    would get gradients grad_accum times too large."""
-    import torch.nn.functional as F
-
+def learned_logits(model, base, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the head's logits over time bins at the labelled slots, their labels, the (batch, positions) mask of the slots)."""
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     hidden = inputs.pop("encoder_hidden", None)
@@ -157,8 +152,16 @@ def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
     with cached:
         logits = model(**inputs, use_cache=False).logits
     learned = labels != -100
-    total = F.cross_entropy(logits[learned].float(), labels[learned], reduction="sum")
-    return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
+    return logits[learned], labels[learned], learned
+
+
+def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """Cross-entropy over the labelled slots (families.token_loss of learned_logits). The model's own loss is a
+    per-batch mean that ignores num_items_in_batch, so under gradient accumulation the Trainer (which then
+    skips its own division) would get gradients grad_accum times too large."""
+    from asrtune.families import token_loss
+
+    return token_loss(*learned_logits(model, base, inputs), num_items_in_batch)
 
 
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:

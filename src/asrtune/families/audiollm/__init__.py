@@ -28,7 +28,7 @@ import torch
 
 from asrtune.chatml import Example
 from asrtune.errors import UserError
-from asrtune.families import AUDIOLLM_TYPES, check_targets, freeze_parts, max_new_tokens
+from asrtune.families import AUDIOLLM_TYPES, check_targets, freeze_parts, max_new_tokens, token_loss
 from asrtune.timestamps import _cjk
 
 NAME = "audiollm"
@@ -294,12 +294,10 @@ def cached_tower(base, hidden: torch.Tensor, mask: torch.Tensor):
         del tower.forward
 
 
-def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Cross-entropy over the learned tokens (summed, divided by num_items_in_batch: the whole
-    accumulated batch's count; this batch's when None), the vocabulary projection run only where a
-    token is learned. The forward goes through `model` (peft, DDP); a hook on `base`'s head picks the positions."""
-    import torch.nn.functional as F
-
+def learned_logits(model, base, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits where a token is learned, those tokens, the (batch, positions) mask of where they are), the
+    vocabulary projection run only there. The forward goes through `model` (peft, DDP); a hook on `base`'s
+    head picks the positions."""
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     targets = labels[:, 1:]
@@ -314,8 +312,12 @@ def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
             logits = model(**inputs, use_cache=False).logits
     finally:
         hook.remove()
-    total = F.cross_entropy(logits.float(), targets[learned], reduction="sum")
-    return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
+    return logits, targets[learned], learned
+
+
+def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """Cross-entropy over the learned tokens (families.token_loss of learned_logits)."""
+    return token_loss(*learned_logits(model, base, inputs), num_items_in_batch)
 
 
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:

@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from asrtune import timestamps
 from asrtune.chatml import Example
-from asrtune.families import check_targets, freeze_parts, max_new_tokens, whisper_prompt
+from asrtune.families import check_targets, freeze_parts, max_new_tokens, token_loss, whisper_prompt
 from asrtune.families import whisper_features as features
 
 NAME = "whisper"
@@ -109,13 +109,10 @@ def collate(batch: list[dict]) -> dict:
     return out
 
 
-def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """The model's cross-entropy, summed over the learned tokens and divided by num_items_in_batch
-    (the whole accumulated batch's count; this batch's when None), with the vocabulary projection
-    (vocab x d_model) run only where a label is learned, not at padding or at the given prompt. The
-    forward still goes through `model` (peft, DDP); a hook on `base`'s output projection picks the positions."""
-    import torch.nn.functional as F
-
+def learned_logits(model, base, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits where a label is learned, those labels, the (batch, positions) mask of where they are), with the
+    vocabulary projection (vocab x d_model) run only there, not at padding or at the given prompt. The forward
+    goes through `model` (peft, DDP); a hook on `base`'s output projection picks the positions."""
     labels = inputs["labels"]
     learned = labels != -100
     hook = base.proj_out.register_forward_pre_hook(lambda module, args: (args[0][learned],))
@@ -123,8 +120,12 @@ def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
         logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
     finally:
         hook.remove()
-    total = F.cross_entropy(logits.float(), labels[learned], reduction="sum")
-    return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
+    return logits, labels[learned], learned
+
+
+def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """The model's cross-entropy over the learned tokens (families.token_loss of learned_logits)."""
+    return token_loss(*learned_logits(model, base, inputs), num_items_in_batch)
 
 
 def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
