@@ -58,7 +58,7 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
                                          "s2": {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3}})
     commit(dvc_repo, "pipeline")  # a repository with history, as a clone of asrtune is
     data = {f"{s}@{c}" for s in ("ingest", "pseudo", "jsonl", "split") for c in ("general", "medical")}
-    models = {"finetune@s1", "finetune@s2", "merge", "export"}
+    models = {"finetune@s1", "finetune@s2", "sweep", "merge", "export"}  # sweep: a note (merge.scale is a number)
     matrix = {f"{s}@{m}-{c}" for s in ("decode", "normalize") for m in ("base", "merged") for c in ("general", "medical")}
     convert = {"convert@base", "convert@merged"}
     assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score"} | data | models | convert | matrix
@@ -90,11 +90,11 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
     assert would_run(dvc_repo) == {"split@general", "split@medical"}  # not ingest, jsonl or base
     set_param(dvc_repo, "split.ratios", [0.8, 0.1, 0.1])
     set_param(dvc_repo, "train.stages.s2.epochs", 2)
-    assert would_run(dvc_repo) == {"finetune@s2", "merge"}  # stage 1 stays cached (merge reads train.stages)
+    assert would_run(dvc_repo) == {"finetune@s2", "sweep", "merge"}  # stage 1 stays cached (sweep and merge read train.stages)
     set_param(dvc_repo, "train.stages.s2.epochs", 1)
     assert would_run(dvc_repo) == set()
     set_param(dvc_repo, "train.stages.s2.freeze_encoder", False)  # a stage's own freeze flag
-    assert would_run(dvc_repo) == {"finetune@s2", "merge"}
+    assert would_run(dvc_repo) == {"finetune@s2", "sweep", "merge"}
     set_param(dvc_repo, "train.stages.s2", {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3})
     assert would_run(dvc_repo) == set()
 

@@ -47,6 +47,10 @@ def test_the_guard_counts_generated_tokens_for_either_kind_of_model():
         assert guard.rows == [True, False, True], encoder_decoder
         net.generate(input_ids=None if encoder_decoder else prompt[:1], generation_config=config,
                      max_new_tokens=6 if encoder_decoder else None, lengths=[16000])
+        assert guard.rows == [True, False, True, False]  # calls within a batch add up (Whisper: one per context list)
+        guard.rows = []  # as decode_all does before each batch
+        net.generate(input_ids=None if encoder_decoder else prompt[:1], generation_config=config,
+                     max_new_tokens=6 if encoder_decoder else None, lengths=[16000])
         assert guard.rows == [False]
 
 

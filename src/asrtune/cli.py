@@ -8,7 +8,7 @@ import typer
 
 from asrtune import cache
 from asrtune.errors import UserError
-from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, pseudo, score, split
+from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, pseudo, score, split, sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible domain adaptation of speech recognition models. Stages run from dvc.yaml.")
@@ -19,6 +19,7 @@ app.command("jsonl")(jsonl.run)
 app.command("split")(split.run)
 app.command("mix")(mix.run)
 app.command("finetune")(finetune.run)
+app.command("sweep")(sweep.run)
 app.command("merge")(merge.run)
 app.command("export")(export.run)
 app.command("convert")(convert.run)

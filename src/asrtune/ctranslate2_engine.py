@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from asrtune.errors import UserError
-from asrtune.families import max_new_tokens, whisper_prompt
+from asrtune.families import max_new_tokens, whisper_context, whisper_prompt
 
 # by default weights are stored in float16, as faster-whisper's published models are (half the size of
 # float32; CTranslate2 computes them as float32 on a CPU); decode.compute_type stores them in another type
@@ -46,6 +46,11 @@ def convert(model_dir: Path, out: Path, quantization: str = QUANTIZATION) -> Non
     WhisperFeatureExtractor.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
 
 
+def new_tokens(max_length: int, prompt: list[int]) -> int:
+    """How many tokens CTranslate2's Whisper generates at most after `prompt` (measured on CTranslate2 4.8)."""
+    return min(max_length // 2, max_length - len(prompt) + 1)
+
+
 class Engine:
     """A loaded CTranslate2 Whisper with its feature extractor and tokenizer."""
 
@@ -67,17 +72,32 @@ class Engine:
         self.tokenizer = Tokenizer.from_file(str(ct2_dir / "tokenizer.json"))
         self.device = f"{device} ({self.model.compute_type})"
 
-    def prompt(self, language: str, task: str) -> list[int]:
-        return whisper_prompt(language, task, self.tokenizer.token_to_id)  # unknown -> None
+    def prompt(self, language: str, task: str, context: list[str] | None = None) -> list[int]:
+        """The transformers engine's prompt (whisper.prompt_ids), a context list's previous text first."""
+        prev = whisper_context(context, lambda text: self.tokenizer.encode(text, add_special_tokens=False).ids,
+                               self.tokenizer.token_to_id("<|startofprev|>"))
+        return whisper_prompt(language, task, self.tokenizer.token_to_id, context=prev)  # unknown -> None
 
-    def transcribe(self, audio: list[np.ndarray], p) -> list[str]:
+    def transcribe(self, audio: list[np.ndarray], p, contexts: list[list[str] | None] | None = None) -> list[str]:
+        """`contexts`: a context list per clip (None: none); each run of clips with the same list is one call."""
+        import itertools
+
+        contexts = contexts or [None] * len(audio)
+        out = []
+        for context, run in itertools.groupby(range(len(audio)), key=lambda i: tuple(contexts[i] or ())):
+            out += self._transcribe([audio[i] for i in run], p, list(context))
+        return out
+
+    def _transcribe(self, audio: list[np.ndarray], p, context: list[str]) -> list[str]:
         import ctranslate2
 
         d = p.decode
         feats = self.features(audio, sampling_rate=16000, return_tensors="np").input_features
-        prompt = self.prompt(p.model.language, p.model.task)
-        max_new = min(MAX_LENGTH // 2, max_new_tokens(audio, d))
+        prompt = self.prompt(p.model.language, p.model.task, context)
+        # CTranslate2 generates min(max_length // 2, max_length - len(prompt) + 1) new tokens (see new_tokens): the
+        # max_length that allows max_new of them after a context list's previous text too, within Whisper's 448
+        max_new = min(MAX_LENGTH // 2, max_new_tokens(audio, d), MAX_LENGTH - len(prompt) + 1)
         results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
-                                      [prompt] * len(audio), beam_size=d.num_beams, max_length=2 * max_new,
+                                      [prompt] * len(audio), beam_size=d.num_beams, max_length=max(2 * max_new, max_new + len(prompt) - 1),
                                       no_repeat_ngram_size=d.no_repeat_ngram_size)
         return [self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]

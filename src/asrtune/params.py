@@ -155,6 +155,25 @@ class TrainStage(Strict):
     freeze_llm: bool | None = None
 
 
+class TrainHotwords(Strict):
+    # contextual biasing: each training prompt carries a context list as decoding's decode.hotwords does, built per
+    # utterance (seeded by `seed` and its key) from the term list `terms`: the terms its transcript holds, each
+    # left out with probability `drop`, plus `distractors` other terms of the list, shuffled; a share `empty` of
+    # the utterances gets no list. The loss never covers the list
+    enabled: bool = False
+    terms: str | None = None  # a term list file (one per line, # comments), e.g. data/hotwords/medical.txt
+    distractors: Annotated[int, Field(ge=0)] = 10
+    drop: Annotated[float, Field(ge=0, le=1)] = 0.2
+    empty: Annotated[float, Field(ge=0, le=1)] = 0.2
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _list(self):
+        if self.enabled and self.terms is None:
+            raise ValueError("train.hotwords.enabled: set train.hotwords.terms, the term list the context lists come from")
+        return self
+
+
 class Train(Strict):
     freeze_encoder: bool = True
     freeze_adaptor: bool = True
@@ -175,6 +194,7 @@ class Train(Strict):
     # processes (one GPU each, DDP through torchrun); auto = every visible GPU. Without a GPU, N CPU
     # processes (gloo): how the several-GPU path is tested. The global batch is batch_size x grad_accum x devices
     devices: Annotated[int, Field(gt=0)] | Literal["auto"] = 1
+    hotwords: TrainHotwords = TrainHotwords()
     stages: dict[Name, TrainStage]
 
     def frozen(self, stage: str) -> tuple[bool, bool, bool]:
@@ -197,9 +217,13 @@ class Decode(Strict):
     # and no repeated n-grams of this size (0 = off)
     max_tokens_per_second: Annotated[float, Field(gt=0)] = 8.0
     no_repeat_ngram_size: Annotated[int, Field(ge=0)] = 0
-    # audio LLMs: a term list file (one per line) that becomes the prompt's context (Fun-ASR-Nano's
-    # 热词列表, Qwen3-ASR's system context); null = none. Decoding only: training never sees it
+    # a term list file (one per line): a second decode pass puts it in the prompt as context (Whisper's previous
+    # text, cut to its 224 tokens; Fun-ASR-Nano's 热词列表; Qwen3-ASR's system context), scored as <model>+hotwords
+    # beside the plain pass; null = no second pass
     hotwords: str | None = None
+    # with hotwords: each utterance gets only the N terms closest in pinyin to its first-pass hypothesis (a list
+    # longer than a prompt holds); null = the whole list
+    hotwords_select: Annotated[int, Field(gt=0)] | None = None
     # word timestamps beside the transcripts (whisper: transformers' cross-attention alignment), scored
     # against the test sets' reference timestamps into metrics/alignment.json
     timestamps: bool = False
@@ -224,9 +248,26 @@ class Score(Strict):
     seed: int = 42
 
 
+Scale = Annotated[float, Field(gt=0, le=1)]
+
+
 class Merge(Strict):
-    # models/merged = base + scale x (tuned - base), base = models/base (WiSE-FT weight interpolation); 1 = the tuned model
-    scale: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # models/merged = base + scale x (tuned - base), base = models/base (WiSE-FT weight interpolation); 1 = the tuned model.
+    # auto: the sweep stage's choice, the largest of `sweep` whose general val CER change stays within max_general_change
+    scale: Scale | Literal["auto"] = 1.0
+    # scale auto: the scales the sweep stage decodes the val splits with (besides 0, models/base itself)
+    sweep: list[Scale] = [0.25, 0.5, 0.75, 1.0]
+    # scale auto: the bound you choose on the pooled general val CER change (scale - base; 0.005 = half a point)
+    max_general_change: Annotated[float, Field(ge=0)] = 0.005
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, scales):
+        if not scales:
+            raise ValueError("give at least one scale to try")
+        if len(set(scales)) != len(scales):
+            raise ValueError("a scale is listed twice")
+        return sorted(scales)
 
 
 class Params(Strict):

@@ -66,14 +66,26 @@ def ct2_dir(name: str) -> Path:
     return Path("models/ct2") / name
 
 
+HOTWORDS = "+hotwords"  # <model>+hotwords: the model decoded with decode.hotwords' list, beside its plain decode
+
+
+def _variant(model: str, corpus: str) -> tuple[str, str]:
+    """(model directory name, file stem): base+hotwords -> (base, <corpus>.hotwords)."""
+    name, listed, _ = model.partition(HOTWORDS)
+    return name, corpus + (".hotwords" if listed else "")
+
+
 def decode_file(model: str, corpus: str) -> Path:
-    return Path("data/decode") / model / f"{corpus}.tsv"
+    name, stem = _variant(model, corpus)
+    return Path("data/decode") / name / f"{stem}.tsv"
 
 
 def capped_file(model: str, corpus: str) -> Path:
     """Beside decode_file: the keys whose decoding stopped at the max-new-tokens guard, one a line."""
-    return Path("data/decode") / model / f"{corpus}.capped.txt"
+    name, stem = _variant(model, corpus)
+    return Path("data/decode") / name / f"{stem}.capped.txt"
 
 
 def normalized_file(model: str, corpus: str) -> Path:
-    return Path("data/normalized") / model / f"{corpus}.jsonl"
+    name, stem = _variant(model, corpus)
+    return Path("data/normalized") / name / f"{stem}.jsonl"

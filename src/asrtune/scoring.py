@@ -104,16 +104,38 @@ def count_occurrences(seq: list[str], term: list[str]) -> int:
     return sum(1 for i in range(len(seq) - n + 1) if seq[i : i + n] == term) if n else 0
 
 
+def term_tokens(terms: list[str]) -> list[list[str]]:
+    """The terms as token lists, each once (CT and ct are one term once normalized), none empty."""
+    return [list(t) for t in dict.fromkeys(tuple(tokens(t)) for t in terms) if t]
+
+
+def occurrences(seq: list[str], terms: list[list[str]], maximal: bool = False) -> list[tuple[int, int, int]]:
+    """(term index, start, end) of every occurrence of a term in the tokens. maximal: without those lying inside
+    another term's occurrence (二聚体 inside D二聚体 is one term said, not two)."""
+    found = [(k, i, i + len(t)) for k, t in enumerate(terms) for i in range(len(seq) - len(t) + 1) if seq[i : i + len(t)] == t]
+    if maximal:
+        found = [o for o in found if not any(p[1] <= o[1] and o[2] <= p[2] and p[2] - p[1] > o[2] - o[1] for p in found)]
+    return found
+
+
+def _per_term(occ: list[tuple[int, int, int]], n: int) -> list[int]:
+    out = [0] * n
+    for k, _, _ in occ:
+        out[k] += 1
+    return out
+
+
 def term_counts(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per utterance: (term occurrences found in the hyp, occurrences in the ref), clipped: a term
-    said twice and recognized once counts once."""
-    term_tokens = [tokens(t) for t in terms]
+    said twice and recognized once counts once. A reference occurrence inside a longer term's (二聚体 in
+    D二聚体) is not one of its own; in the hypothesis any occurrence finds the term."""
+    tt = term_tokens(terms)
     found, total = [], []
     for ref, hyp in pairs:
-        r, h = tokens(ref), tokens(hyp)
-        in_ref = [count_occurrences(r, t) for t in term_tokens]
+        in_ref = _per_term(occurrences(tokens(ref), tt, maximal=True), len(tt))
+        in_hyp = _per_term(occurrences(tokens(hyp), tt), len(tt))
         total.append(sum(in_ref))
-        found.append(sum(min(n, count_occurrences(h, t)) for n, t in zip(in_ref, term_tokens)))
+        found.append(sum(min(r, h) for r, h in zip(in_ref, in_hyp)))
     return np.array(found, dtype=np.int64), np.array(total, dtype=np.int64)
 
 
@@ -121,6 +143,49 @@ def term_recall(pairs: list[tuple[str, str]], terms: list[str]) -> tuple[int, in
     """(term occurrences found in hyps, occurrences in refs) over the whole test set."""
     found, total = term_counts(pairs, terms)
     return int(found.sum()), int(total.sum())
+
+
+def false_alarms(pairs: list[tuple[str, str]], terms: list[str]) -> np.ndarray:
+    """Per utterance: the term occurrences of the hyp that the ref does not have (per term, hyp's occurrences
+    beyond the ref's), counted as term_counts counts: the hyp's D二聚体 where the ref says 二聚体 is one
+    false alarm; the hyp's 二聚体 where the ref says D二聚体 is a miss (recall), not a false alarm."""
+    tt = term_tokens(terms)
+    out = []
+    for ref, hyp in pairs:
+        in_ref = _per_term(occurrences(tokens(ref), tt), len(tt))
+        in_hyp = _per_term(occurrences(tokens(hyp), tt, maximal=True), len(tt))
+        out.append(sum(max(0, h - r) for r, h in zip(in_ref, in_hyp)))
+    return np.array(out, dtype=np.int64)
+
+
+def term_mask(ref: list[str], terms: list[list[str]]) -> list[int]:
+    """Per reference token, the span of term occurrences it lies in (overlapping occurrences joined into one
+    span, numbered from 0), -1 outside every term."""
+    inside = [-1] * len(ref)
+    for _, start, end in sorted(occurrences(ref, terms), key=lambda o: o[1]):
+        span = inside[start] if inside[start] != -1 else max(inside) + 1  # an overlap joins the span it starts in
+        inside[start:end] = [span] * (end - start)
+    return inside
+
+
+def biased(u: Utterance, terms: list[list[str]]) -> tuple[Counts, Counts]:
+    """(B, U): the utterance's counts inside term spans and outside them, on the CER's alignment. A substitution
+    or deletion counts where its reference token lies; an insertion counts to B when the reference tokens on
+    both sides of it lie in the same term span (阿莫西*林 -> 阿莫西X林), else to U (one at a term's edge too)."""
+    ref = [t for t in u.ref if t != GAP]
+    span = term_mask(ref, terms)
+    b, rest = Counts(), Counts()
+    i = 0  # the next reference token
+    for r, h in zip(u.ref, u.hyp):
+        if r == GAP:
+            (b if 0 < i < len(ref) and span[i - 1] == span[i] != -1 else rest).ins += 1
+            continue
+        c = b if span[i] != -1 else rest
+        c.n += 1
+        c.dele += h == GAP
+        c.sub += h not in (GAP, r)
+        i += 1
+    return b, rest
 
 
 def language(token: str) -> str:

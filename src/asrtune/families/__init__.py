@@ -78,14 +78,40 @@ def max_new_tokens(audio, decode) -> int:
     return math.ceil(max(len(a) for a in audio) / 16000 * decode.max_tokens_per_second) + 8
 
 
-def whisper_prompt(language: str, task: str, token_to_id, unknown=None) -> list[int]:
-    """Whisper's decoder prompt as token ids, for training and both decode engines alike;
-    `unknown` is what token_to_id gives a token it lacks."""
+def whisper_prompt(language: str, task: str, token_to_id, unknown=None, context: list[int] = ()) -> list[int]:
+    """Whisper's decoder prompt as token ids, for training and both decode engines alike, after `context`
+    (whisper_context's previous text, where a context list is given); `unknown` is what token_to_id gives a token it lacks."""
     tokens = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
     ids = [token_to_id(t) for t in tokens]
     if unknown in ids:
         raise UserError(f"model.language/model.task: the tokenizer has no {tokens[1]} or {tokens[2]} token")
-    return ids
+    return [*context, *ids]
+
+
+# Whisper's previous text: <|startofprev|> and at most 223 tokens (openai-whisper keeps the last n_text_ctx // 2 - 1;
+# its decoder holds 448 positions, the prompt's and the transcript's together)
+WHISPER_CONTEXT_TOKENS = 224
+
+
+def context_text(terms: list[str]) -> str:
+    """A context list as one line (Whisper's previous text, Qwen3-ASR's system context): terms joined by a comma."""
+    return "，".join(terms)
+
+
+def whisper_context(terms: list[str] | None, encode, prev_id: int) -> list[int]:
+    """A context list as Whisper's previous text: <|startofprev|> + the tokens of " " + context_text (what
+    transformers' get_prompt_ids gives generate(prompt_ids=...)); [] for no list. A list longer than
+    WHISPER_CONTEXT_TOKENS is cut, deterministically: the terms in list order, as many as fit."""
+    terms = list(terms or [])
+
+    def ids(k: int) -> list[int]:
+        return [prev_id, *encode(" " + context_text(terms[:k]))] if k else []
+
+    fits, over = 0, len(terms) + 1  # the first k terms fit; k = over do not (a longer prefix never has fewer tokens)
+    while over - fits > 1:
+        mid = (fits + over) // 2
+        fits, over = (mid, over) if len(ids(mid)) <= WHISPER_CONTEXT_TOKENS else (fits, mid)
+    return ids(fits)
 
 
 def check_targets(targets: list[str], linear_names: list[str]) -> None:

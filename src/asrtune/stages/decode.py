@@ -6,6 +6,10 @@ greedy unless decode.num_beams > 1, with a repetition guard; writes `key<TAB>tex
 (with decode.timestamps, a third column: the units' [unit, start, end] as JSON) and prints the
 real-time factor. Beside it, <corpus>.capped.txt lists the keys whose generation stopped at the guard's
 max new tokens rather than at an end token (a looping model runs into it), one a line.
+
+With decode.hotwords, a second pass gives each utterance the list as context (asrtune.hotwords; with
+decode.hotwords_select, the terms closest to its first-pass hypothesis) into <corpus>.hotwords.tsv and
+<corpus>.hotwords.capped.txt, scored as <model>+hotwords; without, both are empty.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from asrtune import checkpoint, params, paths, precision
+from asrtune import checkpoint, families, params, paths, precision
 from asrtune.chatml import Example, examples
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
@@ -26,7 +30,8 @@ from asrtune.manifest import read_jsonl
 class Guard:
     """Which rows of the last batch stopped at the max-new-tokens guard. It wraps the model's generate, so it
     counts the tokens generated: re-tokenizing the text would not (BPE merges a loop's tokens differently).
-    `rows` is empty after a batch that generated nothing (the forced aligner): none capped."""
+    `rows` is empty after a batch that generated nothing (the forced aligner): none capped. A batch may take
+    several calls of generate (Whisper: one per run of clips with the same context list): their rows add up."""
 
     def __init__(self):
         self.rows: list[bool] = []
@@ -46,59 +51,82 @@ class Guard:
             ends = [t for t in (config.eos_token_id, config.pad_token_id) if t is not None]
             ends = torch.tensor([i for t in ends for i in (t if isinstance(t, list) else [t])], device=seq.device)
             # a row that ended before the cap holds its end token and padding; Whisper drops the end token, so count
-            self.rows = ((~torch.isin(seq, ends)).sum(dim=1) >= cap).tolist()
+            self.rows = self.rows + ((~torch.isin(seq, ends)).sum(dim=1) >= cap).tolist()
             return out
 
         net.generate = counted
 
     def watch_ctranslate2(self, engine) -> None:
+        from asrtune.ctranslate2_engine import new_tokens
+
         model, guard = engine.model, self
 
         class Counted:  # CTranslate2's Whisper returns the new tokens without the end token
             def generate(self, features, prompts, **kwargs):
                 results = model.generate(features, prompts, **kwargs)
-                guard.rows = [len(r.sequences_ids[0]) >= kwargs["max_length"] // 2 for r in results]  # see MAX_LENGTH
+                guard.rows = guard.rows + [len(r.sequences_ids[0]) >= new_tokens(kwargs["max_length"], prompts[0]) for r in results]
                 return results
 
         engine.model = Counted()
 
 
-def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path):
+def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=None):
     """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine; transcribe.guard says which
-    rows of its last batch stopped at the max-new-tokens guard."""
+    rows of its last batch stopped at the max-new-tokens guard. `net`: a model in memory, float32 (the sweep's
+    interpolations, whose weights change between calls of transcribe), run through transformers as
+    precision.load_for_inference runs model_dir's; model_dir then names its chain, for the family and processor."""
     guard = Guard()
-    if p.decode.engine == "ctranslate2":
+    if p.decode.engine == "ctranslate2" and net is None:
         from asrtune.ctranslate2_engine import Engine, check_family
 
         check_family(checkpoint.family_of(model_dir))
         engine = Engine(ct2_dir)  # computes in the type convert stored (decode.compute_type)
         guard.watch_ctranslate2(engine)
 
-        def transcribe(batch, audio):
-            return engine.transcribe(audio, p)
+        def transcribe(batch, audio, contexts=None):
+            return engine.transcribe(audio, p, contexts)
 
         transcribe.guard = guard
         return transcribe, f"ctranslate2, {engine.device}"
     import transformers
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
-    net, fam = precision.load_for_inference(p, model_dir)  # float32 weights, autocast as in training
+    if net is None:
+        net, fam = precision.load_for_inference(p, model_dir)  # float32 weights, autocast as in training
+    else:
+        net, fam = in_memory(p, net, model_dir)
     processor = fam.load_processor(checkpoint.root_of(model_dir))
     chosen = net.asrtune_precision
     runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
     guard.watch_transformers(net)
 
-    def transcribe(batch, audio):
-        return fam.transcribe(net, processor, batch, audio, p)
+    def transcribe(batch, audio, contexts=None):
+        return fam.transcribe(net, processor, batch, audio, p, contexts)
 
     transcribe.guard = guard
     return transcribe, f"transformers, {net.device}, {runs}"
 
 
-def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, capped: set | None = None) -> dict[str, str]:
+def in_memory(p: params.Params, net, model_dir: Path):
+    """precision.load_for_inference for a model already loaded (float32): eval mode, the GPU if any, and its forward
+    (and its encoder's) under the chosen autocast. (Kept here, not there: precision.py is training's code too.)"""
+    import torch
+
+    fam = families.get(checkpoint.family_of(model_dir))
+    chosen = precision.resolve(p.model.precision, fam)
+    net = net.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = net.get_encoder() if hasattr(net, "get_encoder") else None
+    for module in {id(m): m for m in (net, encoder) if m is not None}.values():
+        module.forward = precision.autocast(chosen, net.device)(module.forward)
+    net.asrtune_precision = chosen
+    return net, fam
+
+
+def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, capped: set | None = None,
+               contexts: dict[str, list[str]] | None = None) -> dict[str, str]:
     """key -> one-line transcript, with a tab and its units' times as JSON where the family gave them.
     Longest clips first, so similar lengths share a batch. Into `capped`, the keys that transcribe.guard
-    says stopped at the max-new-tokens guard."""
+    says stopped at the max-new-tokens guard. `contexts`: key -> the context list its prompt carries."""
     order = sorted(items, key=lambda e: (-len(audio[e.key]), e.key))
     hyps: dict[str, str] = {}
     guard = getattr(transcribe, "guard", None)
@@ -106,7 +134,8 @@ def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, d
         batch = order[i : i + batch_size]
         if guard is not None:
             guard.rows = []
-        outputs = transcribe(batch, [audio[e.key] for e in batch])
+        clips = [audio[e.key] for e in batch]
+        outputs = transcribe(batch, clips, [contexts[e.key] for e in batch]) if contexts else transcribe(batch, clips)
         if guard is not None and capped is not None:
             capped.update(e.key for e, hit in zip(batch, guard.rows) if hit)
         for e, out in zip(batch, outputs):
@@ -149,3 +178,31 @@ def run(model: str, corpus: str) -> None:
     note = f", {len(capped)} stopped at the max-new-tokens guard" if capped else ""
     print(f"decode {model} {corpus} ({runtime}): {len(items)} utterances, {seconds:.1f} s of audio in {wall:.1f} s, "
           f"RTF {wall / seconds:.3f}{note} -> {out}")
+    with_list(p, model, corpus, transcribe, items, audio, hyps, seconds)
+
+
+def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list[Example], audio: dict, first: dict[str, str],
+              seconds: float) -> None:
+    """decode.hotwords: the second pass, each utterance with its context list, into <corpus>.hotwords.tsv (and its
+    .capped.txt); without decode.hotwords (or for a forced aligner, given the transcript), both empty."""
+    from asrtune import hotwords
+    from asrtune.terms import read_terms
+
+    listed = model + paths.HOTWORDS
+    out, capped = paths.decode_file(listed, corpus), set()
+    if p.decode.hotwords is None or checkpoint.family_of(paths.model_dir(model)) == "aligner":
+        out.write_bytes(b"")
+        paths.capped_file(listed, corpus).write_bytes(b"")
+        return
+    terms = read_terms(Path(p.decode.hotwords), "decode.hotwords")
+    contexts = hotwords.for_decoding(terms, p.decode.hotwords_select, first)
+    start = time.perf_counter()
+    hyps = decode_all(transcribe, items, audio, p.decode.batch_size, f"decode {listed} {corpus}", capped, contexts)
+    wall = time.perf_counter() - start
+    out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")
+    paths.capped_file(listed, corpus).write_text("".join(f"{k}\n" for k in sorted(capped)), encoding="utf-8")
+    select = p.decode.hotwords_select
+    chosen = (f"the {select} of {len(terms)} terms closest to its first pass" if select is not None and select < len(terms)
+              else f"{len(terms)} terms")
+    print(f"decode {listed} {corpus}: each utterance with {chosen} as context, {wall:.1f} s (RTF {wall / seconds:.3f})"
+          + (f", {len(capped)} stopped at the guard" if capped else "") + f" -> {out}")

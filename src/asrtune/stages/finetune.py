@@ -38,12 +38,13 @@ def check_flags(p: params.Params, stage: str, fam, say=print) -> bool:
 # the families' packages (tests/test_dvc_deps.py checks that, for each family, code_files is its import closure
 # less errors, params and paths, which cannot change an output; dvc.yaml's deps are the closure over all families)
 CODE = ("stages/finetune.py", "training.py", "encoder_cache.py", "checkpoint.py", "families/__init__.py", "chatml.py",
-        "sources.py", "timestamps.py", "manifest.py", "precision.py", "distributed.py", "cache.py")
+        "sources.py", "timestamps.py", "manifest.py", "precision.py", "distributed.py", "cache.py", "hotwords.py",
+        "normalization.py", "terms.py")
 
 
 # what else a family's training runs: another family's code (the aligner reuses audiollm's inputs and collator)
-# and modules only a family imports (audiollm reads hotword term lists with asrtune.terms)
-SHARED = {"audiollm": ("terms.py",), "aligner": ("families/audiollm", "terms.py")}
+# (the aligner reuses audiollm's inputs and collator)
+SHARED = {"aligner": ("families/audiollm",)}
 
 
 def code_files(family: str) -> list[Path]:
@@ -84,6 +85,20 @@ def general_keys(records: list[list[dict]], stage: str, say=print) -> set[str] |
     return keys or None
 
 
+def context_lists(p: params.Params, family: str):
+    """train.hotwords: example -> its context list (asrtune.hotwords.Sampler); None when off."""
+    h = p.train.hotwords
+    if not h.enabled:
+        return None
+    if family == "aligner":
+        raise UserError("train.hotwords: the aligner is given the transcript, a context list has nothing to bias; "
+                        "set train.hotwords.enabled: false")
+    from asrtune.hotwords import Sampler
+    from asrtune.terms import read_terms
+
+    return Sampler(read_terms(Path(h.terms), "train.hotwords.terms"), h.distractors, h.drop, h.empty, h.seed)
+
+
 def run(stage: str) -> None:
     """Train curriculum stage <stage> into models/finetune/<stage>."""
     p = params.load()
@@ -106,7 +121,9 @@ def run(stage: str) -> None:
     fam = families.get(family)
     use_lora = check_flags(p, stage, fam, say)
     chosen = precision.resolve(p.model.precision, fam, say=say)
-    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data, init, family)}"
+    context = context_lists(p, family)
+    terms = [Path(p.train.hotwords.terms)] if context else []  # its contents identify the run too
+    ckpt_dir = paths.cache_dir() / "checkpoints" / f"finetune-{stage}-{fingerprint(p, stage, data + terms, init, family)}"
     # the launcher (or the single process) holds the run's checkpoint folder; released however the run ends
     held = contextlib.nullcontext() if distributed.launched() else cache.lock(ckpt_dir, say=print)
     with held:
@@ -143,7 +160,8 @@ def run(stage: str) -> None:
         trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
         total = sum(x.numel() for x in model.parameters())
 
-        make_item = fam.item_maker(model, processor, p)  # checks the tokenizer before minutes of encoder caching
+        # checks the tokenizer before minutes of encoder caching; with train.hotwords each prompt carries a context list
+        make_item = fam.item_maker(model, processor, p, context) if context else fam.item_maker(model, processor, p)
         problem = (lambda ex: fam.problem(ex, processor, p)) if hasattr(fam, "problem") else None  # e.g. the aligner: no timestamps
         records = [list(read_jsonl(f)) for f in data]
         (train_ex, too_long_train), (val_ex, too_long_val) = (
@@ -192,6 +210,8 @@ def run(stage: str) -> None:
             f"{'LoRA r=' + str(t.lora.r) if use_lora else 'full'} on the unfrozen parts, "
             f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M parameters trainable, {device}, {chosen}"
             + (f", distilled to {init} on general utterances (weight {t.distill:g})" if distill else "")
+            + (f", each prompt with a context list from the {len(context.terms)} terms of {t.hotwords.terms} (train.hotwords)"
+               if context else "")
             + (f"; resuming from {resume.name}" if resume else ""))
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

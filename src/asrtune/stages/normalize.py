@@ -3,7 +3,8 @@
 A reference with no hypothesis line is kept with an empty hypothesis and flagged `missing`
 (scored as deletions), never dropped; a hypothesis for a key not in the test set is an error.
 Where decode recorded which utterances stopped at its max-new-tokens guard (data/decode/<m>/<c>.capped.txt),
-every row says so in `capped`.
+every row says so in `capped`. Decode's second pass with decode.hotwords' list (<c>.hotwords.tsv) is normalized the
+same way into <c>.hotwords.jsonl; an empty one (decode.hotwords null) gives an empty file.
 """
 
 from __future__ import annotations
@@ -46,12 +47,22 @@ def normalized_times(unit_times, opts) -> list:
 
 
 def run(model: str, corpus: str) -> None:
+    """Write data/normalized/<model>/<corpus>.jsonl and <corpus>.hotwords.jsonl (see normalize_one)."""
+    opts = params.load().normalize
+    records = {r["key"]: r for r in read_jsonl(paths.split_dir(corpus) / "test.jsonl", stage_hint=f"split@{corpus}")}
+    normalize_one(model, corpus, records, opts)
+    listed = model + paths.HOTWORDS
+    if paths.decode_file(listed, corpus).is_file() and paths.decode_file(listed, corpus).stat().st_size:
+        normalize_one(listed, corpus, records, opts)
+    else:  # decode.hotwords null: decode wrote no second pass
+        paths.normalized_file(listed, corpus).write_bytes(b"")
+
+
+def normalize_one(model: str, corpus: str, records: dict, opts) -> None:
     """Write data/normalized/<model>/<corpus>.jsonl: key, ref, hyp, missing, capped (where decode recorded its
     guard; a missing hypothesis is not capped); where decode wrote times, `times`
     and, where the test set has reference timestamps, `ref_times` (pseudo_timestamps instead where they are
     the base aligner's pseudo-labels, which are no reference)."""
-    opts = params.load().normalize
-    records = {r["key"]: r for r in read_jsonl(paths.split_dir(corpus) / "test.jsonl", stage_hint=f"split@{corpus}")}
     refs = {k: r["messages"][2]["content"] for k, r in records.items()}
     hyp_file = paths.decode_file(model, corpus)
     hyps, times = read_hyps(hyp_file)

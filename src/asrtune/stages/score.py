@@ -6,9 +6,10 @@ better) with its paired interval `change_ci95.<corpus>.lo/.hi` and `change_signi
 (the interval excludes zero), `cer_by_language.<corpus>.<model>.zh/.en` where a test set mixes
 Chinese and English, `domain_gain` (base - merged on the domain test sets; positive is better),
 `general_change` (merged - base on general speech; positive is forgetting) and
-`term_recall.<corpus>.<model>`, each of these with its `_ci95` too (the same resamples of the same test
-set: the languages' and the terms' intervals are paired with the CER's; a resample with nothing to count, no term say, is left
-out, and an interval with no resample left is null). Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
+`term_recall.<corpus>.<model>`, `b_cer` (the error rate over the reference's term tokens), `u_cer` (over the rest),
+`term_false_alarms` (the hypothesis' term occurrences the reference lacks, per utterance), each of these with its
+`_ci95` too (the same resamples of the same test set: the languages' and the terms' intervals are paired with the
+CER's; a resample with nothing to count, no term say, is left out, and an interval with no resample left is null). Interval bounds are scalars, not [lo, hi] lists: `dvc metrics diff`
 prints a list as text, a scalar with its numeric change. Kaldi-style reports go to data/score/.
 
 Does the fine-tuning harm? `forgetting` takes the held-out sets (role general or test, with references): each one's
@@ -19,6 +20,11 @@ output after normalization, with `hallucination_change.<corpus>` (merged - base,
 on every test set: `looping` (share of outputs with a loop, scoring.loops), `capped` (share that decode stopped at
 its max-new-tokens guard; null where decode recorded none), `insertion_rate` (insertions / reference tokens) and
 `length_ratio` (hypothesis / reference tokens), pooled as the CER, each with its `_ci95` on the CER's resamples.
+
+With decode.hotwords every measure has `<model>+hotwords` columns too (decode's second pass, with the list), and
+`hotwords_effect.<corpus>.<model>` the with-list - without-list changes, paired. A test set without a term list of its
+own is scored against decode.hotwords' (`term_list.<corpus>` names the list): its false alarms show what the list
+does where it does not apply.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from asrtune import params, paths, scoring
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
 from asrtune.normalization import normalize, tokens
-from asrtune.scoring import (Counts, Utterance, align, bootstrap_rates, by_language, interval95, loops, nonspeech_report,
-                             report, resample_seed, significant, term_counts, wer_line, boundary_errors)
+from asrtune.scoring import (Counts, Utterance, align, biased, bootstrap_rates, by_language, false_alarms, interval95, loops,
+                             nonspeech_report, report, resample_seed, significant, term_counts, term_tokens, wer_line,
+                             boundary_errors)
 from asrtune.terms import read_terms
 
 METRICS = Path("metrics/cer.json")
@@ -46,27 +53,40 @@ HALLUCINATION_PLOT = Path("plots/hallucination.csv")  # per non-speech test set 
 HELD_OUT = ("general", "test")  # roles never trained on for the domain: where forgetting shows
 REPORTS = Path("data/score")
 LANGUAGES = ("zh", "en")  # reported when a test set's references hold both; `other` (numbers, symbols) only in the reports
+TERM_KEYS = ("b_cer", "b_cer_ci95", "u_cer", "u_cer_ci95", "n_term_tokens", "term_false_alarms", "term_false_alarms_ci95",
+             "term_list", "hotwords_effect")
 
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def _terms(corpus: str, spec, p: params.Params) -> list[str]:
-    """data.corpora.<c>.terms when set (any corpus), else the list a demo topic's ingest wrote."""
+def _terms(corpus: str, spec, p: params.Params) -> tuple[list[str], str | None]:
+    """(terms, the file they come from): data.corpora.<c>.terms when set (any corpus), else the list a demo topic's
+    ingest wrote, else decode.hotwords' list: a set with no list of its own (general speech) shows what the list
+    decode gave the model does where it does not apply (false alarms)."""
     if spec.terms is not None:
-        lines = read_terms(Path(spec.terms), f"data.corpora.{corpus}.terms")
+        lines, source = read_terms(Path(spec.terms), f"data.corpora.{corpus}.terms"), spec.terms
     else:
         demo = paths.ingest_dir(corpus) / "terms.txt"
-        lines = demo.read_text(encoding="utf-8").splitlines() if demo.is_file() else []
-    return [normalize(t, p.normalize) for t in lines if t.strip()]
+        lines = [t for t in demo.read_text(encoding="utf-8").splitlines() if t.strip()] if demo.is_file() else []
+        source = demo.as_posix()
+        if not lines and p.decode.hotwords is not None:
+            lines, source = read_terms(Path(p.decode.hotwords), "decode.hotwords"), p.decode.hotwords
+    return [normalize(t, p.normalize) for t in lines if t.strip()], source if lines else None
 
 
-def _rows(corpus: str) -> dict[str, list[dict]]:
-    """Each model's normalized rows; both must score the same test utterances, in the same order."""
-    rows = {m: list(read_jsonl(paths.normalized_file(m, corpus), stage_hint=f"normalize@{m}-{corpus}")) for m in paths.DECODED_MODELS}
+def _models(p: params.Params) -> list[str]:
+    """base, merged, and with decode.hotwords each decoded with the list too (<model>+hotwords)."""
+    return [*paths.DECODED_MODELS, *([m + paths.HOTWORDS for m in paths.DECODED_MODELS] if p.decode.hotwords else [])]
+
+
+def _rows(corpus: str, models: list[str]) -> dict[str, list[dict]]:
+    """Each model's normalized rows; all must score the same test utterances, in the same order."""
+    rows = {m: list(read_jsonl(paths.normalized_file(m, corpus), stage_hint=f"normalize@{m.removesuffix(paths.HOTWORDS)}-{corpus}"))
+            for m in models}
     keys = {m: [r["key"] for r in rs] for m, rs in rows.items()}
-    first, *others = paths.DECODED_MODELS
+    first, *others = models
     for m in others:
         if keys[m] != keys[first]:
             raise UserError(f"{paths.normalized_file(m, corpus)}: not the test utterances of {paths.normalized_file(first, corpus)} "
@@ -99,38 +119,34 @@ def run() -> None:
     metrics = {"cer": {}, "cer_ci95": {}, "ser": {}, "n": {}, "change": {}, "change_ci95": {}, "change_significant": {},
                "cer_by_language": {}, "cer_by_language_ci95": {}, "n_by_language": {}, "term_recall": {}, "term_recall_ci95": {},
                "hallucination_rate": {}, "hallucination_rate_ci95": {}, "hallucination_change": {},
-               "hallucination_change_ci95": {}, "n_clips": {}, "degeneration": {}}
+               "hallucination_change_ci95": {}, "n_clips": {}, "degeneration": {}, **{k: {} for k in TERM_KEYS}}
+    models = _models(p)
     plot_rows, hallucination_rows = [], []
     changes: dict[str, np.ndarray] = {}  # merged - base on each resample, per test set
     rows_of: dict[str, dict[str, list[dict]]] = {}  # read once: the CERs and the timestamps score the same rows
     for corpus, spec in p.data.corpora.items():
-        terms = _terms(corpus, spec, p)
-        rows = rows_of[corpus] = _rows(corpus)
+        terms, term_source = _terms(corpus, spec, p)
+        rows = rows_of[corpus] = _rows(corpus, models)
         utts = {m: [align(r["key"], r["ref"], r["hyp"], r["missing"]) for r in rs] for m, rs in rows.items()}
         # every model on the same resampled utterances: each CER's interval, and the change's, paired
-        errors = np.array([[u.counts.errors for u in utts[m]] for m in paths.DECODED_MODELS])
-        ref_tokens = np.array([u.counts.n for u in utts[paths.DECODED_MODELS[0]]])
+        errors = np.array([[u.counts.errors for u in utts[m]] for m in models])
+        ref_tokens = np.array([u.counts.n for u in utts[models[0]]])
         seed = resample_seed(p.score.seed, corpus)  # one seed per test set: every bootstrap below draws the same resamples
         metrics["degeneration"][corpus] = _degeneration(rows, utts, p.score.bootstrap, seed)
+        if terms:
+            _term_metrics(metrics, corpus, term_source, rows, utts, terms, p.score.bootstrap, seed)
         if not ref_tokens.any():  # no word to recognize: a CER would only count insertions over nothing
             hallucination_rows += _hallucination(metrics, corpus, spec.role, rows, p.score.bootstrap, seed)
             continue
-        rates = dict(zip(paths.DECODED_MODELS, bootstrap_rates(errors, ref_tokens, p.score.bootstrap, seed)))
+        rates = dict(zip(models, bootstrap_rates(errors, ref_tokens, p.score.bootstrap, seed)))
         langs = {m: _languages(us) for m, us in utts.items()}
         mixed = all(langs["base"][lang].n for lang in LANGUAGES)  # the references hold both languages
         if mixed:
             per_utt = {m: [by_language(u) for u in us] for m, us in utts.items()}
-            lang_rates = {lang: dict(zip(paths.DECODED_MODELS, bootstrap_rates(
-                [[c[lang].errors for c in per_utt[m]] for m in paths.DECODED_MODELS],
-                [c[lang].n for c in per_utt[paths.DECODED_MODELS[0]]], p.score.bootstrap, seed))) for lang in LANGUAGES}
-        if terms:
-            counts = {m: term_counts([(r["ref"], r["hyp"]) for r in rows[m]], terms) for m in paths.DECODED_MODELS}
-            occurrences = counts[paths.DECODED_MODELS[0]][1]
-            # recall = 1 - (missed occurrences / occurrences): a pooled rate like the CER, on the same resamples;
-            # a resample without a term has no recall (NaN, out of the interval), not recall 1
-            missed = bootstrap_rates([occurrences - counts[m][0] for m in paths.DECODED_MODELS], occurrences, p.score.bootstrap, seed)
-            recall_rates = dict(zip(paths.DECODED_MODELS, 1 - missed))
-        for model in paths.DECODED_MODELS:
+            lang_rates = {lang: dict(zip(models, bootstrap_rates(
+                [[c[lang].errors for c in per_utt[m]] for m in models],
+                [c[lang].n for c in per_utt[models[0]]], p.score.bootstrap, seed))) for lang in LANGUAGES}
+        for model in models:
             total = Counts()
             for u in utts[model]:
                 total.add(u.counts)
@@ -151,11 +167,6 @@ def run() -> None:
                 metrics["cer_by_language"].setdefault(corpus, {})[model] = {lang: round(langs[model][lang].rate, 4) for lang in LANGUAGES}
                 metrics["cer_by_language_ci95"].setdefault(corpus, {})[model] = {lang: _ci(lang_rates[lang][model]) for lang in LANGUAGES}
                 metrics["n_by_language"][corpus] = {lang: langs[model][lang].n for lang in LANGUAGES}
-            if terms:
-                found, said = int(counts[model][0].sum()), int(occurrences.sum())
-                metrics["term_recall"].setdefault(corpus, {})[model] = round(found / said, 4) if said else None
-                if said:  # null when no resample holds a term
-                    metrics["term_recall_ci95"].setdefault(corpus, {})[model] = _ci(recall_rates[model])
             plot_rows.append({"test_set": f"{corpus} / {model}", "corpus": corpus, "model": model, "cer": round(total.rate, 4),
                               "cer_lo": ci and ci["lo"], "cer_hi": ci and ci["hi"]})
         metrics["change"][corpus] = round(metrics["cer"][corpus]["merged"] - metrics["cer"][corpus]["base"], 4)
@@ -163,6 +174,11 @@ def run() -> None:
         metrics["change_ci95"][corpus] = _ci(changes[corpus])
         change_ci = metrics["change_ci95"][corpus]
         metrics["change_significant"][corpus] = significant(**change_ci) if change_ci else None
+        for model in models[len(paths.DECODED_MODELS):]:  # with the list - without it, paired
+            plain = model.removesuffix(paths.HOTWORDS)
+            effect = metrics["hotwords_effect"].setdefault(corpus, {}).setdefault(plain, {})
+            effect |= {"cer": round(metrics["cer"][corpus][model] - metrics["cer"][corpus][plain], 4),
+                       "cer_ci95": _ci(rates[model] - rates[plain])}
     roles = {c: s.role for c, s in p.data.corpora.items()}
     # test sets with references only (a non-speech one has no CER change)
     domain = [c for c, r in roles.items() if r == "domain" and c in changes]
@@ -179,7 +195,8 @@ def run() -> None:
         metrics["general_change_ci95"] = _ci(np.mean([changes[c] for c in general], axis=0))
     metrics["forgetting"] = _forgetting(metrics, general, roles)
     for key in ("cer_by_language", "cer_by_language_ci95", "n_by_language", "term_recall", "term_recall_ci95",
-                "hallucination_rate", "hallucination_rate_ci95", "hallucination_change", "hallucination_change_ci95", "n_clips"):
+                "hallucination_rate", "hallucination_rate_ci95", "hallucination_change", "hallucination_change_ci95", "n_clips",
+                *TERM_KEYS):
         if not metrics[key]:
             del metrics[key]
     every_row = [r for by_model in rows_of.values() for rs in by_model.values() for r in rs]
@@ -240,10 +257,45 @@ def _shares(values: list[list], denominators, resamples: int, seed) -> tuple[lis
     return rates, [_ci(b) for b in boot]
 
 
+def _term_metrics(metrics: dict, corpus: str, source: str, rows: dict[str, list[dict]], utts: dict[str, list[Utterance]],
+                  terms: list[str], resamples: int, seed) -> None:
+    """Per model, against the test set's term list: term_recall; b_cer, the error rate over the reference's term tokens
+    (scoring.biased: insertions inside a term too), and u_cer over the rest; term_false_alarms, the hypothesis' term
+    occurrences the reference lacks, per utterance. Each pooled, with its interval on the CER's resamples (NaN, left
+    out, where one has nothing to count). With decode.hotwords, hotwords_effect: with the list - without it, paired."""
+    models, tt = list(rows), term_tokens(terms)
+    pairs = {m: [(r["ref"], r["hyp"]) for r in rows[m]] for m in models}
+    counts = {m: term_counts(pairs[m], terms) for m in models}
+    said = counts[models[0]][1]
+    split = {m: np.array([[c.errors, c.n] for u in utts[m] for c in biased(u, tt)]).reshape(-1, 2, 2) for m in models}
+    fa = [false_alarms(pairs[m], terms) for m in models]
+    ones = np.ones(len(said), dtype=np.int64)
+    # (numerators per model, the shared denominator); recall = 1 - missed / said
+    measures = {"term_recall": ([said - counts[m][0] for m in models], said),
+                "b_cer": ([split[m][:, 0, 0] for m in models], split[models[0]][:, 0, 1]),
+                "u_cer": ([split[m][:, 1, 0] for m in models], split[models[0]][:, 1, 1]),
+                "term_false_alarms": (fa, ones)}
+    for name, (num, den) in measures.items():
+        boot = dict(zip(models, bootstrap_rates(num, den, resamples, seed)))
+        sign = -1 if name == "term_recall" else 1
+        for m, x in zip(models, num):
+            found = den.sum() - x.sum() if sign < 0 else x.sum()  # recall: found / said
+            value = round(float(found / den.sum()), 4) if den.sum() else None
+            metrics[name].setdefault(corpus, {})[m] = value
+            if den.sum() or name != "term_recall":  # recall's interval only where a term is said (as before)
+                metrics[f"{name}_ci95"].setdefault(corpus, {})[m] = _ci(1 - boot[m] if sign < 0 else boot[m])
+            plain = m.removesuffix(paths.HOTWORDS)
+            if plain != m and value is not None:
+                effect = metrics["hotwords_effect"].setdefault(corpus, {}).setdefault(plain, {})
+                effect |= {name: round(value - metrics[name][corpus][plain], 4), f"{name}_ci95": _ci(sign * (boot[m] - boot[plain]))}
+    metrics["n_term_tokens"][corpus] = int(split[models[0]][:, 0, 1].sum())
+    metrics["term_list"][corpus] = source
+
+
 def _degeneration(rows: dict[str, list[dict]], utts: dict[str, list[Utterance]], resamples: int, seed) -> dict:
     """Per model: looping (share of outputs), capped (share stopped at decode's guard; None where decode recorded
     none), insertion_rate (insertions / reference tokens), length_ratio (hypothesis / reference tokens)."""
-    models = paths.DECODED_MODELS
+    models = list(rows)
     hyp_tokens = {m: [tokens(r["hyp"]) for r in rows[m]] for m in models}
     clips = np.ones(len(rows[models[0]]), dtype=np.int64)
     ref_n = [u.counts.n for u in utts[models[0]]]
@@ -263,7 +315,7 @@ def _degeneration(rows: dict[str, list[dict]], utts: dict[str, list[Utterance]],
 def _hallucination(metrics: dict, corpus: str, role: str, rows: dict[str, list[dict]], resamples: int, seed) -> list[dict]:
     """A test set without words: the share of clips with any output, per model, and merged - base paired. Its
     report lists the clips that got output; it returns its plot rows."""
-    models = paths.DECODED_MODELS
+    models = list(rows)
     said = np.array([[bool(tokens(r["hyp"])) for r in rows[m]] for m in models], dtype=np.int64)
     n = said.shape[1]
     boot = dict(zip(models, bootstrap_rates(said, np.ones(n, dtype=np.int64), resamples, seed)))
@@ -347,18 +399,25 @@ def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
     for corpus, tr in metrics.get("term_recall", {}).items():
         i = metrics.get("term_recall_ci95", {}).get(corpus, {})
         print(f"term recall {corpus}: " + ", ".join(f"{m} {tr[m]} {ci(i[m]) if m in i else ''}".rstrip() for m in tr))
+        for key, label in (("b_cer", "B-CER (term tokens)"), ("u_cer", "U-CER (the rest)"), ("term_false_alarms", "false alarms / utt")):
+            v, i = metrics[key][corpus], metrics[key + "_ci95"][corpus]
+            print(f"  {label} {corpus}: " + ", ".join(f"{m} {'-' if v[m] is None else f'{v[m]:.4f} {ci(i[m])}'}" for m in v))
+    for corpus, by_model in metrics.get("hotwords_effect", {}).items():
+        for m, e in by_model.items():
+            print(f"hotwords effect {corpus} {m} (with - without the list): " + ", ".join(
+                f"{k} {e[k]:+.4f}{'*' if e[k + '_ci95'] and significant(**e[k + '_ci95']) else ''}" for k in e if not k.endswith("_ci95")))
     for corpus, rate in metrics.get("hallucination_rate", {}).items():
         i, change_ci = metrics["hallucination_rate_ci95"][corpus], metrics["hallucination_change_ci95"][corpus]
         flag = "*" if change_ci and significant(**change_ci) else ""
         print(f"hallucination {corpus} (no speech, {metrics['n_clips'][corpus]} clips; share with output): "
               + ", ".join(f"{m} {v:.4f} {ci(i[m])}" for m, v in rate.items())
               + f"; change {metrics['hallucination_change'][corpus]:+.4f}{flag} {ci(change_ci)}")
-    print(f"{'degeneration':<16}{'model':<8}{'looping [95%]':<24}{'capped [95%]':<24}{'ins/ref tok [95%]':<24}hyp/ref len [95%]")
+    print(f"{'degeneration':<16}{'model':<16}{'looping [95%]':<24}{'capped [95%]':<24}{'ins/ref tok [95%]':<24}hyp/ref len [95%]")
     for corpus, by_model in metrics["degeneration"].items():
         for m, d in by_model.items():
             cells = ["-" if d[k] is None else f"{d[k]:.3f} {ci(d[k + '_ci95'], 3)}"  # -: nothing to count, or not recorded
                      for k in ("looping", "capped", "insertion_rate", "length_ratio")]
-            print(f"{corpus:<16}{m:<8}" + "".join(f"{c:<24}" for c in cells[:3]) + cells[3])
+            print(f"{corpus:<16}{m:<16}" + "".join(f"{c:<24}" for c in cells[:3]) + cells[3])
     for key, label in (("domain_gain", "domain gain (base - merged)"), ("general_change", "general change (forgetting if > 0)")):
         if metrics[key] is not None:
             print(f"{label} {metrics[key]:+.4f} {ci(metrics[key + '_ci95'])}")

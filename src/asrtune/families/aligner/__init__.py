@@ -193,8 +193,9 @@ def align(model, processor, texts: list[str], audio: list[np.ndarray], language:
             for words, a in zip(out, audio)]
 
 
-def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[tuple[str, list]]:
+def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p, contexts=None) -> list[tuple[str, list]]:
     """(the reference transcript, its units' times) per clip. The aligner is given the transcript, so the
-    CER decode/score compute for it is meaningless: its times are the result (metrics/alignment.json)."""
+    CER decode/score compute for it is meaningless: its times are the result (metrics/alignment.json).
+    `contexts` (context lists) are ignored: there is nothing to recognize (decode runs no list pass for it)."""
     texts = [e.text for e in batch]
     return list(zip(texts, align(model, processor, texts, audio, p.model.language)))

@@ -28,7 +28,7 @@ import torch
 
 from asrtune.chatml import Example
 from asrtune.errors import UserError
-from asrtune.families import AUDIOLLM_TYPES, check_targets, freeze_parts, max_new_tokens, token_loss
+from asrtune.families import AUDIOLLM_TYPES, check_targets, context_text, freeze_parts, max_new_tokens, token_loss
 from asrtune.timestamps import _cjk
 
 NAME = "audiollm"
@@ -126,12 +126,14 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] 
 
 class Prompt:
     """The checkpoint's transcription prompt as token ids, its audio placeholder expanded to a clip's
-    number of audio tokens, exactly as the processor expands it for decoding."""
+    number of audio tokens, exactly as the processor expands it for decoding; with a context list
+    (`hotwords`: decode.hotwords' in decoding, train.hotwords' in training, built here for both), Fun-ASR-Nano's
+    热词列表：[...] header, Qwen3-ASR's system context. An empty list is no list: the plain prompt."""
 
     def __init__(self, processor, language: str | None, hotwords: list[str] | None = None):
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.arch = arch = _arch_of_processor(processor)
-        extra = {arch.hotwords_as: hotwords if arch.hotwords_as == "keywords" else "，".join(hotwords)} if hotwords else {}
+        extra = {arch.hotwords_as: hotwords if arch.hotwords_as == "keywords" else context_text(hotwords)} if hotwords else {}
         try:
             self.text = processor.apply_transcription_request([np.zeros(1, np.float32)], language=language, tokenize=False, **extra)[0]
         except ValueError as e:  # e.g. a language the checkpoint was not trained with
@@ -202,12 +204,13 @@ def problem(ex: Example, processor, p) -> str | None:
     return NO_LANGUAGE if _names_language(processor, p) and header_language(ex.text) is None else None
 
 
-def item_maker(model, processor, p):
+def item_maker(model, processor, p, context=None):
     """example, num_samples -> the text-side training inputs: input_ids = prompt + target, labels = -100
-    over the prompt (system, user, audio, assistant header, Qwen3-ASR's forced `language X<asr_text>`),
+    over the prompt (system and its context, user, audio, assistant header, Qwen3-ASR's forced `language X<asr_text>`),
     then the target: the transcript and <|im_end|>, after Qwen3-ASR's own `language X<asr_text>` when
-    none is forced (what it generates then, and decoding strips)."""
-    prompt = Prompt(processor, p.model.language)
+    none is forced (what it generates then, and decoding strips). `context(example)`, where given, is its
+    context list (train.hotwords): the prompt is then the one decoding sends with that list."""
+    prompts = {(): Prompt(processor, p.model.language)}  # one per list: a Prompt keeps its ids per clip length
     names_language = _names_language(processor, p)
 
     def make(ex: Example, num_samples: int) -> dict:
@@ -216,6 +219,10 @@ def item_maker(model, processor, p):
             if (language := header_language(ex.text)) is None:
                 raise UserError(f"{ex.key}: {NO_LANGUAGE}")
             header = f"language {language}<asr_text>"  # as the processor writes a forced one
+        words = tuple(context(ex)) if context else ()
+        if words not in prompts:
+            prompts[words] = Prompt(processor, p.model.language, list(words))
+        prompt = prompts[words]
         head, target = list(prompt.ids(num_samples)), prompt.target(ex.text, header)
         return {"input_ids": torch.tensor(head + target), "labels": torch.tensor([-100] * len(head) + target)}
 
@@ -350,11 +357,15 @@ def read_hotwords(path: str | None) -> list[str] | None:
     return read_terms(Path(path), "decode.hotwords") if path else None
 
 
-def generation_inputs(model, processor, audio: list[np.ndarray], language: str | None, hotwords: list[str] | None = None):
-    """(inputs for generate(), the prompt): the checkpoint's prompt per clip, left-padded, and the clips' features."""
+def generation_inputs(model, processor, audio: list[np.ndarray], language: str | None,
+                      contexts: list[list[str] | None] | None = None):
+    """(inputs for generate(), the prompt): the checkpoint's prompt per clip (with its context list, where
+    `contexts` gives one), left-padded, and the clips' features."""
     arch = arch_of(model)
-    prompt = Prompt(processor, language, hotwords)
-    clips = [prompt.clip(a) for a in audio]  # ids and features from one processor call per clip
+    contexts = contexts or [None] * len(audio)
+    prompts = {words: Prompt(processor, language, list(words)) for words in dict.fromkeys(tuple(c or ()) for c in contexts)}
+    prompt = next(iter(prompts.values()))  # every one has the same end and pad tokens
+    clips = [prompts[tuple(c or ())].clip(a) for c, a in zip(contexts, audio)]  # ids and features from one processor call per clip
     inputs = text_batch([torch.tensor(ids) for ids, _ in clips], prompt.pad, side="left")
     inputs.pop("position_ids")  # generate() counts them from the attention mask
     inputs["input_features"], inputs["input_features_mask"] = _pad_time([f for _, f in clips], arch.time_axis, arch.time_multiple)
@@ -363,12 +374,13 @@ def generation_inputs(model, processor, audio: list[np.ndarray], language: str |
     return inputs, prompt
 
 
-def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str]:
-    """Greedy (or beam) generation after the checkpoint's prompt (with decode.hotwords as its context),
-    with the repetition guard: at most max_tokens_per_second per second of the longest clip (+8) new tokens."""
+def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p,
+               contexts: list[list[str] | None] | None = None) -> list[str]:
+    """Greedy (or beam) generation after the checkpoint's prompt (with each clip's context list from `contexts`:
+    decode.hotwords'), with the repetition guard: at most max_tokens_per_second per second of the longest clip (+8) new tokens."""
     from transformers import GenerationConfig
 
-    inputs, prompt = generation_inputs(model, processor, audio, p.model.language, read_hotwords(p.decode.hotwords))
+    inputs, prompt = generation_inputs(model, processor, audio, p.model.language, contexts)
     d = p.decode
     config = GenerationConfig(do_sample=False, num_beams=d.num_beams, max_new_tokens=max_new_tokens(audio, d), eos_token_id=prompt.end,
                               pad_token_id=prompt.pad, no_repeat_ngram_size=d.no_repeat_ngram_size or None)

@@ -3,6 +3,7 @@ decoder, which the `llm` freeze flag names. Whisper has no adaptor."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from asrtune import timestamps
 from asrtune.chatml import Example
-from asrtune.families import check_targets, freeze_parts, max_new_tokens, token_loss, whisper_prompt
+from asrtune.families import check_targets, freeze_parts, max_new_tokens, token_loss, whisper_context, whisper_prompt
 from asrtune.families import whisper_features as features
 
 NAME = "whisper"
@@ -70,24 +71,34 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] 
     )
 
 
-def prompt_ids(tokenizer, language: str, task: str) -> list[int]:
-    return whisper_prompt(language, task, tokenizer.convert_tokens_to_ids, tokenizer.unk_token_id)  # unknown -> <|endoftext|>
+def context_ids(tokenizer, context: list[str] | None) -> list[int]:
+    """A context list as Whisper's previous text (families.whisper_context); [] for none."""
+    return whisper_context(context, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+                           tokenizer.convert_tokens_to_ids("<|startofprev|>"))
+
+
+def prompt_ids(tokenizer, language: str, task: str, context: list[str] | None = None) -> list[int]:
+    """The decoder prompt, training's and decoding's: a context list's previous text, then the task tokens."""
+    return whisper_prompt(language, task, tokenizer.convert_tokens_to_ids, tokenizer.unk_token_id,  # unknown -> <|endoftext|>
+                          context_ids(tokenizer, context))
 
 
 def decoder_sequences(tokenizer, text: str, prompt: list[int]) -> tuple[list[int], list[int]]:
     """(decoder_input_ids, labels) of one transcript. The decoder reads exactly the prompt decode
-    sends (<|startoftranscript|> <|lang|> <|task|> <|notimestamps|>), then the transcript; position i
-    learns to predict labels[i]: the transcript and <|endoftext|>, never the prompt (-100)."""
+    sends ([<|startofprev|> context list] <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>), then the
+    transcript; position i learns to predict labels[i]: the transcript and <|endoftext|>, never the prompt (-100)."""
     body = tokenizer(text, add_special_tokens=False)["input_ids"]
     return prompt + body, [-100] * (len(prompt) - 1) + body + [tokenizer.eos_token_id]
 
 
-def item_maker(model, processor, p):
-    """example, num_samples -> the text-side training inputs of one utterance."""
-    prompt = prompt_ids(processor.tokenizer, p.model.language, p.model.task)
+def item_maker(model, processor, p, context=None):
+    """example, num_samples -> the text-side training inputs of one utterance; `context(example)`, where given,
+    is its context list (train.hotwords), put in the prompt as decoding puts decode.hotwords'."""
+    tok = processor.tokenizer
+    prompt = prompt_ids(tok, p.model.language, p.model.task)
 
     def make(ex: Example, num_samples: int) -> dict:
-        ids, labels = decoder_sequences(processor.tokenizer, ex.text, prompt)
+        ids, labels = decoder_sequences(tok, ex.text, prompt_ids(tok, p.model.language, p.model.task, context(ex)) if context else prompt)
         return {"decoder_input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
 
     return make
@@ -134,13 +145,27 @@ def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
         return list(model.get_encoder()(input_features=features(processor, audio).to(model.device, model.dtype)).last_hidden_state)
 
 
-def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p) -> list[str] | list[tuple[str, list]]:
+def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p,
+               contexts: list[list[str] | None] | None = None) -> list[str] | list[tuple[str, list]]:
     """Transcripts; with decode.timestamps, (transcript, [(unit, start, end), ...]) from transformers'
-    cross-attention alignment (DTW over the alignment heads the generation config holds)."""
+    cross-attention alignment (DTW over the alignment heads the generation config holds). `contexts`: a
+    context list per clip (None: none), Whisper's previous text. generate() takes one prompt per call: each
+    run of clips with the same list is one call, in order (decode puts equal lists next to each other)."""
+    contexts = contexts or [None] * len(audio)
+    out = []
+    for context, run in itertools.groupby(range(len(audio)), key=lambda i: tuple(contexts[i] or ())):
+        out += _transcribe(model, processor, [audio[i] for i in run], p, list(context))
+    return out
+
+
+def _transcribe(model, processor, audio: list[np.ndarray], p, context: list[str]):
     d = p.decode
-    max_new = min(model.config.max_target_positions - 8, max_new_tokens(audio, d))
+    prev = context_ids(processor.tokenizer, context)
+    max_new = min(model.config.max_target_positions - 8 - len(prev), max_new_tokens(audio, d))
     options = dict(language=p.model.language, task=p.model.task, num_beams=d.num_beams, max_new_tokens=max_new,
                    no_repeat_ngram_size=d.no_repeat_ngram_size or None)
+    if prev:  # generate() puts it before its own <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
+        options["prompt_ids"] = torch.tensor(prev, device=model.device)
     if not d.timestamps:
         feats = features(processor, audio).to(model.device, dtype=model.dtype)
         with torch.no_grad():

@@ -1,0 +1,303 @@
+"""Hotwords (contextual biasing), measured on the terms they are for: B-CER / U-CER / term recall / false alarms on
+hand-made rows, the score stage's <model>+hotwords columns and the list scored where it does not apply, each family's
+prompt with a context list equal in training and decoding (the list never learned), train.hotwords' per-utterance
+lists, decode.hotwords_select's pinyin choice, and decode's second pass beside a plain pass that stays as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import in_process, params_for
+
+from asrtune import hotwords, paths
+from asrtune.chatml import Example
+from asrtune.scoring import align, biased, false_alarms, term_counts, term_mask, term_tokens
+
+# --- metrics on hand-made rows -------------------------------------------------------------------------------
+
+
+def _split(ref: str, hyp: str, terms: list[str]):
+    b, u = biased(align("u", ref, hyp), term_tokens(terms))
+    return (b.n, b.sub, b.dele, b.ins), (u.n, u.sub, u.dele, u.ins)
+
+
+def test_a_term_split_across_tokens_counts_each_of_its_tokens_to_b():
+    # 阿莫西林: four tokens; one wrong is a B-CER of 1/4, the six other tokens are U
+    assert _split("病人服用阿莫西林三天", "病人服用阿莫西淋三天", ["阿莫西林"]) == ((4, 1, 0, 0), (6, 0, 0, 0))
+    # an insertion between two tokens of the term is the term's; one at its edge is not
+    assert _split("病人服用阿莫西林三天", "病人服用阿莫西的林三天", ["阿莫西林"]) == ((4, 0, 0, 1), (6, 0, 0, 0))
+    assert _split("病人服用阿莫西林三天", "病人服用阿莫西林的三天", ["阿莫西林"]) == ((4, 0, 0, 0), (6, 0, 0, 1))
+    assert _split("病人服用阿莫西林", "", ["阿莫西林"]) == ((4, 0, 4, 0), (4, 0, 4, 0))  # missing: all deletions
+
+
+def test_an_acronym_term_is_one_word_and_never_part_of_another():
+    assert _split("复查ct和pct", "复查city和pct", ["ct"]) == ((1, 1, 0, 0), (4, 0, 0, 0))  # pct is not ct
+    found, said = term_counts([("复查ct和pct", "复查city和pct"), ("查pct", "查pct")], ["ct"])
+    assert found.tolist() == [0, 0] and said.tolist() == [1, 0]
+    assert false_alarms([("复查血常规", "复查ct常规"), ("查pct", "查pct"), ("做ct", "做ct ct")], ["ct"]).tolist() == [1, 0, 1]
+
+
+def test_overlapping_terms_count_once_where_one_holds_the_other():
+    terms = ["d二聚体", "二聚体"]
+    # the reference says D二聚体: one term (二聚体 inside it is not a second); the hypothesis' 二聚体 misses it, no false alarm
+    found, said = term_counts([("d二聚体升高", "二聚体升高")], terms)
+    assert (found.tolist(), said.tolist()) == ([0], [1])
+    assert false_alarms([("d二聚体升高", "二聚体升高")], terms).tolist() == [0]
+    assert _split("d二聚体升高", "二聚体升高", terms) == ((4, 0, 1, 0), (2, 0, 0, 0))
+    # the other way round: 二聚体 found (inside the hypothesis' D二聚体), and D二聚体 a term the reference lacks
+    found, said = term_counts([("二聚体升高", "d二聚体升高")], terms)
+    assert (found.tolist(), said.tolist()) == ([1], [1])
+    assert false_alarms([("二聚体升高", "d二聚体升高")], terms).tolist() == [1]
+    assert _split("二聚体升高", "d二聚体升高", terms) == ((3, 0, 0, 0), (2, 0, 0, 1))  # the d before the term: its edge
+    # overlapping but neither inside the other: one span; two terms side by side: two
+    assert term_mask(list("买了高血压计"), term_tokens(["高血压", "血压计"])) == [-1, -1, 0, 0, 0, 0]
+    assert term_mask(list("高血压冠心病"), term_tokens(["高血压", "冠心病"])) == [0, 0, 0, 1, 1, 1]
+
+
+def _normalized(repo: Path, corpus: str, model: str, pairs: list[tuple[str, str]]) -> None:
+    out = repo / paths.normalized_file(model, corpus)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"key": f"{corpus}-{i:03d}", "ref": r, "hyp": h, "missing": False}, ensure_ascii=False) + "\n"
+                           for i, (r, h) in enumerate(pairs)), encoding="utf-8")
+
+
+def _scored(repo: Path, **overrides) -> dict:
+    from asrtune.stages import score
+
+    params_for(repo, repo / "no-model-needed", **overrides)
+    in_process(repo, score)
+    return json.loads((repo / "metrics/cer.json").read_text(encoding="utf-8"))
+
+
+def test_score_gives_each_model_with_and_without_the_list_and_scores_the_list_where_it_does_not_apply(tmp_path):
+    """medical (its own list): base writes 阿斯匹林 for 阿司匹林, the list fixes it. general (no list of its own): scored
+    against decode.hotwords' list; with it, every other utterance gets a term nobody said: 0.5 false alarms each."""
+    (tmp_path / "data/hotwords").mkdir(parents=True)
+    (tmp_path / "data/hotwords/medical.txt").write_text("阿司匹林\n胸部CT\n", encoding="utf-8")
+    (tmp_path / "data/terms.txt").write_text("阿司匹林\n", encoding="utf-8")
+    medical = [(f"第{i}次服用阿司匹林", f"第{i}次服用阿斯匹林") for i in range(20)]
+    general = [(f"今天天气很好第{i}次", f"今天天气很好第{i}次") for i in range(20)]
+    for model in ("base", "merged"):  # no speech: the list makes one clip in four say a term
+        _normalized(tmp_path, "nonspeech", model, [("", "")] * 20)
+        _normalized(tmp_path, "nonspeech", model + paths.HOTWORDS, [("", "胸部ct" if i % 4 == 0 else "") for i in range(20)])
+    nonspeech = {"data.corpora.nonspeech": {"role": "test", "source": "demo/nonspeech.yaml"}}
+    for model in ("base", "merged"):
+        _normalized(tmp_path, "medical", model, medical)
+        _normalized(tmp_path, "medical", model + paths.HOTWORDS, [(r, r) for r, _ in medical])
+        _normalized(tmp_path, "general", model, general)
+        listed = [(r, h + ("阿司匹林" if i % 2 else "")) for i, (r, h) in enumerate(general)]
+        _normalized(tmp_path, "general", model + paths.HOTWORDS, listed)
+    plain = _scored(tmp_path, **{"data.corpora.medical.terms": "data/terms.txt"}, **nonspeech)
+    assert "base+hotwords" not in plain["cer"]["medical"] and "hotwords_effect" not in plain and "general" not in plain["term_list"]
+    m = _scored(tmp_path, **{"data.corpora.medical.terms": "data/terms.txt", "decode.hotwords": "data/hotwords/medical.txt"}, **nonspeech)
+    models = ["base", "merged", "base+hotwords", "merged+hotwords"]
+    assert list(m["cer"]["medical"]) == models and list(m["b_cer"]["medical"]) == models
+    assert m["term_list"] == {"medical": "data/terms.txt", "general": "data/hotwords/medical.txt", "nonspeech": "data/hotwords/medical.txt"}
+    # medical: B-CER is the term's 1 token in 4; U-CER none; the list's effect a paired -0.25, exactly on every resample
+    assert m["b_cer"]["medical"]["base"] == 0.25 and m["u_cer"]["medical"]["base"] == 0.0 and m["n_term_tokens"]["medical"] == 80
+    assert m["b_cer"]["medical"]["base+hotwords"] == 0.0 and m["term_recall"]["medical"]["base+hotwords"] == 1.0
+    effect = m["hotwords_effect"]["medical"]["base"]
+    assert effect["b_cer"] == -0.25 and effect["b_cer_ci95"] == {"lo": -0.25, "hi": -0.25}
+    assert effect["term_recall"] == 1.0 and effect["term_recall_ci95"] == {"lo": 1.0, "hi": 1.0}
+    assert effect["cer"] == round(-20 / m["n"]["medical"], 4)
+    # general: no term said (recall and B-CER have nothing to count), the list's false alarms with their interval
+    assert m["term_recall"]["general"]["base"] is None and m["b_cer"]["general"]["base"] is None
+    assert m["b_cer_ci95"]["general"]["base"] is None  # no resample holds a term token: no interval, not 0
+    assert m["term_false_alarms"]["general"] == {"base": 0.0, "merged": 0.0, "base+hotwords": 0.5, "merged+hotwords": 0.5}
+    ci = m["term_false_alarms_ci95"]["general"]["base+hotwords"]
+    assert 0 < ci["lo"] < 0.5 < ci["hi"] < 1
+    assert m["hotwords_effect"]["general"]["base"]["term_false_alarms"] == 0.5
+    assert m["change"]["general"] == 0.0  # merged - base, as before: the list's columns are beside it
+    assert m["term_false_alarms"]["nonspeech"]["merged+hotwords"] == 0.25 and m["hallucination_rate"]["nonspeech"]["base+hotwords"] == 0.25
+    rows = (tmp_path / "plots/cer.csv").read_text(encoding="utf-8").splitlines()
+    assert "medical / base+hotwords" in "\n".join(rows) and len(rows) == 1 + 2 * 4  # the non-speech set has no CER
+
+
+# --- the prompt with a context list: one function, training and decoding alike ------------------------------
+
+WORDS = ["阿莫西林", "CT"]
+P = SimpleNamespace(model=SimpleNamespace(language="zh", task="transcribe"),
+                    decode=SimpleNamespace(num_beams=1, max_tokens_per_second=8.0, no_repeat_ngram_size=0, timestamps=False))
+
+
+def _clip(seconds: float = 2.0) -> np.ndarray:
+    return (np.random.default_rng(0).standard_normal(int(16000 * seconds)) * 0.01).astype(np.float32)
+
+
+def test_whisper_trains_on_the_prompt_generate_reads_with_a_list(tiny_whisper_dir):
+    from asrtune.families import whisper
+
+    model, processor = whisper.load_plain(tiny_whisper_dir), whisper.load_processor(tiny_whisper_dir)
+    tok = processor.tokenizer
+    item = whisper.item_maker(model, processor, P, context=lambda ex: WORDS)(Example("k", "a.wav", "患者复查CT"), 32000)
+    ids, labels = item["decoder_input_ids"], item["labels"]
+    head = int((labels == -100).sum()) + 1  # position i predicts labels[i]: the prompt's last token predicts the first word
+    seen = []
+    hook = model.model.decoder.register_forward_pre_hook(lambda m, a, k: seen.append(k["input_ids"]), with_kwargs=True)
+    try:
+        whisper.transcribe(model, processor, [], [_clip()], P, [WORDS])
+    finally:
+        hook.remove()
+    assert ids[:head].tolist() == seen[0][0].tolist()  # what generate(prompt_ids=...) put before the transcript
+    assert tok.decode(ids[:head]).startswith("<|startofprev|> 阿莫西林，CT<|startoftranscript|><|zh|>")
+    assert tok.decode(labels[labels != -100]) == "患者复查CT<|endoftext|>"  # the list is never learned
+    assert whisper.prompt_ids(tok, "zh", "transcribe", []) == whisper.prompt_ids(tok, "zh", "transcribe")  # empty: no list
+
+
+def test_whisper_cuts_a_long_list_to_its_224_prompt_tokens_in_list_order(tiny_whisper_dir):
+    from asrtune.families import WHISPER_CONTEXT_TOKENS, whisper
+
+    tok = whisper.load_processor(tiny_whisper_dir).tokenizer
+    terms = [f"第{i}种药" for i in range(200)]
+    ids = whisper.context_ids(tok, terms)
+    assert len(ids) <= WHISPER_CONTEXT_TOKENS and ids == whisper.context_ids(tok, terms)
+    kept = tok.decode(ids[1:]).strip().split("，")
+    assert kept == terms[: len(kept)] and 0 < len(kept) < len(terms)  # the first terms, in list order
+    longer = [1, *tok(" " + "，".join(terms[: len(kept) + 1]), add_special_tokens=False)["input_ids"]]
+    assert len(longer) > WHISPER_CONTEXT_TOKENS  # one term more would not fit
+
+
+def test_ctranslate2_sends_the_transformers_prompt_with_a_list(tiny_whisper_dir, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from asrtune.ctranslate2_engine import Engine, convert
+    from asrtune.families import whisper
+
+    convert(tiny_whisper_dir, tmp_path / "ct2", "float32")
+    engine, tok = Engine(tmp_path / "ct2"), whisper.load_processor(tiny_whisper_dir).tokenizer
+    long = [f"第{i}种药" for i in range(200)]
+    for words in (None, WORDS, long):
+        assert engine.prompt("zh", "transcribe", words) == whisper.prompt_ids(tok, "zh", "transcribe", words)
+    texts = engine.transcribe([_clip(), _clip(1.0)], P, [long, None])
+    assert len(texts) == 2  # a 227-token prompt still leaves room to generate
+
+
+@pytest.mark.parametrize("arch", ["fun_asr_nano", "qwen3_asr"])
+def test_audio_llms_train_on_the_prompt_decode_sends_with_a_list(arch, request):
+    from asrtune.families import audiollm
+
+    source = request.getfixturevalue("tiny_fun_asr_dir" if arch == "fun_asr_nano" else "tiny_qwen3_asr_dir")
+    model, processor = audiollm.load_plain(source), audiollm.load_processor(source)
+    tok, audio = processor.tokenizer, _clip()
+    make = audiollm.item_maker(model, processor, P, context=lambda ex: WORDS if ex.key == "listed" else [])
+    item = make(Example("listed", "a.wav", "患者复查CT"), len(audio))
+    ids, labels = item["input_ids"], item["labels"]
+    head = int((labels == -100).sum())
+    inputs, prompt = audiollm.generation_inputs(model, processor, [audio, audio], "zh", [WORDS, None])
+    rows = [r[m.bool()].tolist() for r, m in zip(inputs["input_ids"], inputs["attention_mask"])]
+    assert ids[:head].tolist() == rows[0]  # decode's prompt with the list, per clip in a batch
+    assert rows[1] == list(audiollm.Prompt(processor, "zh").ids(len(audio)))  # the other clip's, without
+    text = tok.decode(ids[:head])
+    assert ("热词列表：[阿莫西林, CT]" if arch == "fun_asr_nano" else "阿莫西林，CT") in text
+    assert tok.decode(ids[labels != -100]) == "患者复查CT<|im_end|>"  # the list is never learned
+    plain = audiollm.item_maker(model, processor, P)(Example("k", "a.wav", "患者复查CT"), len(audio))
+    assert torch.equal(make(Example("k", "a.wav", "患者复查CT"), len(audio))["input_ids"], plain["input_ids"])  # empty list
+
+
+# --- train.hotwords' lists, decode.hotwords_select's choice ---------------------------------------------------
+
+TERMS = ["阿莫西林", "布洛芬", "CT", "二甲双胍", "胰岛素", "华法林", "呋塞米", "甲硝唑"]
+
+
+def test_training_lists_hold_the_said_terms_and_distractors_seeded_per_utterance():
+    ex = Example("medical-001", "a.wav", "患者服用阿莫西林后复查CT")
+    lists = hotwords.Sampler(TERMS, 3, 0.0, 0.0, 0)
+    words = lists(ex)
+    assert words == lists(ex) == hotwords.Sampler(TERMS, 3, 0.0, 0.0, 0)(ex)  # the same in every call and process
+    assert {"阿莫西林", "CT"} <= set(words) and len(words) == 5 == len(set(words))  # the said terms + 3 distractors
+    assert words != hotwords.Sampler(TERMS, 3, 0.0, 0.0, 1)(ex)  # another seed, another list
+    assert not {"阿莫西林", "CT"} & set(hotwords.Sampler(TERMS, 3, 1.0, 0.0, 0)(ex))  # drop 1: the said terms never listed
+    assert hotwords.Sampler(TERMS, 3, 0.0, 1.0, 0)(ex) == []  # empty 1: no list
+    shares = [bool(hotwords.Sampler(TERMS, 2, 0.0, 0.3, 0)(Example(f"k{i}", "a.wav", "好"))) for i in range(1000)]
+    assert 0.62 < np.mean(shares) < 0.78  # a share `empty` of the utterances gets no list
+
+
+def test_a_near_homophone_in_the_first_pass_selects_the_true_term():
+    terms = ["阿司匹林", "莫沙必利", "阿莫西林", "CT", "西地兰"]
+    assert hotwords.closest(terms, "病人服用阿莫西琳三天", 1) == ["阿莫西林"]  # 琳 lin for 林 lin
+    assert hotwords.closest(terms, "病人服用阿莫溪林三天", 1) == ["阿莫西林"]  # 溪 xi for 西 xi
+    assert hotwords.closest(terms, "复查ct", 1) == ["CT"]
+    lists = hotwords.for_decoding(terms, 2, {"a": "服用阿莫西琳\t[[\"服\", 0.1, 0.2]]", "b": ""})
+    assert lists["a"][0] == "阿莫西林" and len(lists["b"]) == 2  # times after the tab left out; nothing heard: list order
+    assert hotwords.for_decoding(terms, None, {"a": "x"}) == {"a": terms} == hotwords.for_decoding(terms, 9, {"a": "x"})
+
+
+def test_training_with_lists_checks_its_params():
+    from asrtune.errors import UserError
+    from asrtune.stages import finetune
+
+    def p(**h):
+        return SimpleNamespace(train=SimpleNamespace(hotwords=SimpleNamespace(**{"enabled": True, "terms": None, "distractors": 2,
+                                                                                "drop": 0.2, "empty": 0.2, "seed": 0, **h})))
+
+    assert finetune.context_lists(p(enabled=False), "whisper") is None
+    with pytest.raises(UserError, match="aligner"):
+        finetune.context_lists(p(terms="x.txt"), "aligner")
+    with pytest.raises(UserError, match="train.hotwords.terms: .*not found"):
+        finetune.context_lists(p(terms="missing.txt"), "whisper")
+    from asrtune.params import TrainHotwords
+
+    with pytest.raises(ValueError, match="set train.hotwords.terms"):
+        TrainHotwords(enabled=True)
+
+
+# --- decode's second pass ------------------------------------------------------------------------------------
+
+
+def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(data_repo, tiny_whisper_dir, tmp_path):
+    from asrtune.stages import decode, normalize
+
+    outputs = {}
+    for name, overrides in (("plain", {}), ("listed", {"decode.hotwords": "data/hotwords/medical.txt", "decode.hotwords_select": 3})):
+        repo = tmp_path / name
+        shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots", "mix"))
+        shutil.copytree(Path(__file__).resolve().parents[1] / "data/hotwords", repo / "data/hotwords")
+        params_for(repo, tiny_whisper_dir, **overrides)
+        said = in_process(repo, decode, "base", "medical")
+        in_process(repo, normalize, "base", "medical")
+        files = (paths.decode_file("base", "medical"), paths.decode_file("base+hotwords", "medical"),
+                 paths.capped_file("base+hotwords", "medical"), paths.normalized_file("base+hotwords", "medical"))
+        outputs[name] = {f: (repo / f).read_bytes() for f in files}
+        outputs[name]["said"] = said
+    plain, listed = outputs["plain"], outputs["listed"]
+    assert plain[paths.decode_file("base", "medical")] == listed[paths.decode_file("base", "medical")]  # the plain pass: as before
+    assert plain[paths.decode_file("base+hotwords", "medical")] == b"" == plain[paths.normalized_file("base+hotwords", "medical")]
+    keys = [line.split("\t")[0] for line in listed[paths.decode_file("base+hotwords", "medical")].decode().splitlines()]
+    assert keys == [line.split("\t")[0] for line in listed[paths.decode_file("base", "medical")].decode().splitlines()]
+    assert len(listed[paths.normalized_file("base+hotwords", "medical")].decode().splitlines()) == len(keys)
+    assert "the 3 of 96 terms closest to its first pass" in listed["said"]
+
+
+def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisper_dir, tmp_path):
+    """train.hotwords through the stage: the lists the run trains on are the sampler's, in the prompt, never learned."""
+    from asrtune import training
+    from asrtune.stages import finetune
+
+    repo = tmp_path / "repo"
+    shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots"))
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data/hotwords", repo / "data/hotwords")
+    params_for(repo, tiny_whisper_dir, **{"train.hotwords": {"enabled": True, "terms": "data/hotwords/medical.txt", "distractors": 4}})
+    items = []
+    original = training.SpeechDataset.__getitem__
+
+    def spy(self, i):
+        items.append(original(self, i))
+        return items[-1]
+
+    training.SpeechDataset.__getitem__ = spy
+    try:
+        said = in_process(repo, finetune, "s1")
+    finally:
+        training.SpeechDataset.__getitem__ = original
+    assert "context list from the 96 terms of data/hotwords/medical.txt" in said and (repo / "models/finetune/s1").is_dir()
+    prev = 50361  # <|startofprev|>
+    listed = [it for it in items if it["decoder_input_ids"][0] == prev]
+    assert 0 < len(listed) < len(items)  # train.hotwords.empty: some prompts without a list
+    for it in listed:
+        sot = it["decoder_input_ids"].tolist().index(50258)  # <|startoftranscript|>
+        assert (it["labels"][:sot + 3] == -100).all()  # the list and the task tokens never learned
