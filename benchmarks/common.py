@@ -63,6 +63,7 @@ def scratch_repo(repo: Path, quick: bool, train_rows: int | None = None, val_row
     test split of a corpus named `quick`."""
     (repo / "data").mkdir(parents=True)
     (repo / "models").mkdir()
+    (repo / "data/hotwords").symlink_to(REPO / "data/hotwords")  # decode.hotwords' term lists
     params = demo_params()
     if not quick:
         missing = [p for p in ("models/base/config.json", "models/merged/config.json", "data/mix/s1/train.jsonl") if not (REPO / p).is_file()]

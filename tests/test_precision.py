@@ -55,7 +55,7 @@ def _decode_logits(p, model_dir: Path, monkeypatch) -> torch.Tensor:
     """The logits of the model decode builds, computed where decode's transcribe would run (its autocast too)."""
     seen = {}
 
-    def probe(model, processor, batch, audio, p):
+    def probe(model, processor, batch, audio, p, *contexts):
         feats = whisper.features(processor, audio).to(model.device, model.dtype)
         prompt = torch.tensor([[50258, 50260, 50359, 50363]])
         seen["logits"] = model(input_features=feats, decoder_input_ids=prompt).logits.float()

@@ -57,17 +57,18 @@ def autocast(precision: str, device):
     return torch.autocast(torch.device(device).type, dtype=torch_dtype(precision), enabled=precision != "fp32")
 
 
-def load_for_inference(p, model_dir):
-    """(model, its family): the model in eval mode on the GPU if any, else the CPU, with its float32 weights
-    and its forward (and its encoder's, which the families also call alone) under `autocast`, as training ran
-    it. Only the model's forward: feature extraction computed under a bf16 autocast would be rounded too."""
+def load_for_inference(p, model_dir, net=None):
+    """(model, its family): the model of `model_dir` (or `net`, already loaded from it in float32, e.g. the sweep's
+    interpolation) in eval mode on the GPU if any, else the CPU, with its float32 weights and its forward (and its
+    encoder's, which the families also call alone) under `autocast`, as training ran it. Only the model's forward:
+    feature extraction computed under a bf16 autocast would be rounded too."""
     import torch
 
     from asrtune import checkpoint, families
 
     fam = families.get(checkpoint.family_of(model_dir))
     chosen = resolve(p.model.precision, fam)
-    net = checkpoint.load(model_dir).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    net = (checkpoint.load(model_dir) if net is None else net).eval().to("cuda" if torch.cuda.is_available() else "cpu")
     encoder = net.get_encoder() if hasattr(net, "get_encoder") else None
     for module in {id(m): m for m in (net, encoder) if m is not None}.values():
         module.forward = autocast(chosen, net.device)(module.forward)

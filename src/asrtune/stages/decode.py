@@ -39,7 +39,9 @@ class Guard:
     def watch_transformers(self, net) -> None:
         import torch
 
-        generate = net.generate
+        generate = getattr(net, "generate", None)
+        if generate is None:  # the forced aligner generates nothing: nothing can stop at the guard
+            return
 
         def counted(*args, **kwargs):
             out = generate(*args, **kwargs)
@@ -91,10 +93,7 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
     import transformers
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
-    if net is None:
-        net, fam = precision.load_for_inference(p, model_dir)  # float32 weights, autocast as in training
-    else:
-        net, fam = in_memory(p, net, model_dir)
+    net, fam = precision.load_for_inference(p, model_dir, net)  # float32 weights, autocast as in training
     processor = fam.load_processor(checkpoint.root_of(model_dir))
     chosen = net.asrtune_precision
     runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
@@ -105,21 +104,6 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
 
     transcribe.guard = guard
     return transcribe, f"transformers, {net.device}, {runs}"
-
-
-def in_memory(p: params.Params, net, model_dir: Path):
-    """precision.load_for_inference for a model already loaded (float32): eval mode, the GPU if any, and its forward
-    (and its encoder's) under the chosen autocast. (Kept here, not there: precision.py is training's code too.)"""
-    import torch
-
-    fam = families.get(checkpoint.family_of(model_dir))
-    chosen = precision.resolve(p.model.precision, fam)
-    net = net.eval().to("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = net.get_encoder() if hasattr(net, "get_encoder") else None
-    for module in {id(m): m for m in (net, encoder) if m is not None}.values():
-        module.forward = precision.autocast(chosen, net.device)(module.forward)
-    net.asrtune_precision = chosen
-    return net, fam
 
 
 def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, capped: set | None = None,
