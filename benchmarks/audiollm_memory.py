@@ -60,7 +60,7 @@ def config_of(name: str, tokenizer=None):
     with the ids of `tokenizer` where given."""
     from transformers import FunAsrNanoConfig, Qwen3ASRConfig
 
-    from asrtune.tiny import tiny_text_config
+    from asrtune.testing import tiny_text_config
 
     audio_token_id = tokenizer.convert_tokens_to_ids("<|object_ref_start|>" if "Fun-ASR" in name else "<|audio_pad|>") if tokenizer else None
     ids = {"audio_token_id": audio_token_id} if audio_token_id is not None else {}
@@ -169,7 +169,7 @@ def step_child(model_name: str, setting: str, quick: bool, tmp: Path, steps: int
     from asrtune.chatml import Example
     from asrtune.encoder_cache import EncoderCache, weights_digest
     from asrtune.funasr_layout import FUN_ASR_TEMPLATE
-    from asrtune.tiny import FORCED_ALIGNER_TEMPLATE, demo_texts, tiny_qwen_tokenizer
+    from asrtune.testing import FORCED_ALIGNER_TEMPLATE, demo_texts, tiny_qwen_tokenizer
 
     warnings.filterwarnings("ignore")
     tok = tiny_qwen_tokenizer(demo_texts(REPO / "demo"))

@@ -60,7 +60,7 @@ def peak_mib() -> float:
 
 def write_clips(folder: Path, n: int, quick: bool) -> list[dict]:
     """n clips of tonal audio with noise (3-8 s; quick: 1-2 s) and short Chinese transcripts from the demo's slot values."""
-    from asrtune.tiny import demo_texts
+    from asrtune.testing import demo_texts
 
     words = demo_texts(REPO / "demo")
     rng = np.random.default_rng(0)
@@ -84,7 +84,7 @@ def write_model(out: Path, quick: bool) -> Path:
                               FunAsrNanoProcessor)
 
     from asrtune.funasr_layout import FUN_ASR_TEMPLATE
-    from asrtune.tiny import tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
+    from asrtune.testing import tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
 
     tok = tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
     if quick:

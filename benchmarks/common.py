@@ -79,7 +79,7 @@ def scratch_repo(repo: Path, quick: bool, train_rows: int | None = None, val_row
         write_params(repo, params)
         return repo
     from asrtune.chatml import record
-    from asrtune.tiny import write_tiny_whisper
+    from asrtune.testing import write_tiny_whisper
 
     write_tiny_whisper(repo / "models/base")
     rng = np.random.default_rng(0)

@@ -48,7 +48,7 @@ def demo_clips(p: params.Params) -> list[Example]:
 
 def quick_setup(tmp: Path) -> tuple[Path, Path, list[Example]]:
     """A tiny random Whisper as models/base and 3 noise clips."""
-    from asrtune.tiny import write_tiny_whisper
+    from asrtune.testing import write_tiny_whisper
 
     base = write_tiny_whisper(tmp / "base")
     rng = np.random.default_rng(0)

@@ -131,7 +131,7 @@ def cast_params(model, dtype) -> None:
 # ---------------------------------------------------------------- models
 
 def tokenizer():
-    from asrtune.tiny import demo_texts, tiny_qwen_tokenizer
+    from asrtune.testing import demo_texts, tiny_qwen_tokenizer
 
     return tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
 
@@ -153,11 +153,11 @@ def audiollm_config(name: str, small: bool, tok):
     from audiollm_memory import config_of
     from transformers import Qwen3ASRConfig
 
-    from asrtune.tiny import tiny_text_config
+    from asrtune.testing import tiny_text_config
 
     if name == "Fun-ASR-Nano-2512":
         config = config_of("tiny Fun-ASR-Nano" if small else name, tok)
-    elif small:  # asrtune.tiny.write_tiny_qwen3_asr's shapes
+    elif small:  # asrtune.testing.write_tiny_qwen3_asr's shapes
         config = Qwen3ASRConfig(audio_config={"model_type": "qwen3_asr_encoder", "num_mel_bins": 128, "encoder_layers": 2,
                                               "encoder_attention_heads": 2, "encoder_ffn_dim": 32, "d_model": 16,
                                               "output_dim": 32, "downsample_hidden_size": 8},
@@ -187,12 +187,12 @@ def build(name: str, small: bool, tok, dev):
     else:
         from audiollm_memory import family_of
 
-        from asrtune.tiny import QWEN3_ASR_TEMPLATE
+        from asrtune.testing import QWEN3_ASR_TEMPLATE
 
         try:
             from asrtune.funasr_layout import FUN_ASR_TEMPLATE
         except ImportError:  # where it used to live
-            from asrtune.tiny import FUN_ASR_TEMPLATE
+            from asrtune.testing import FUN_ASR_TEMPLATE
 
         config = audiollm_config(name, small, tok)
         fam, cls = family_of(config)
@@ -250,7 +250,7 @@ def train_one(name: str, a, tok, dev, tmp: Path) -> dict:
     from asrtune import training
     from asrtune.chatml import Example
     from asrtune.families import whisper
-    from asrtune.tiny import demo_texts
+    from asrtune.testing import demo_texts
 
     model, fam, processor, build_s = build(name, a.small, tok, dev)
     rng = np.random.default_rng(1)
@@ -352,7 +352,7 @@ def teacher_inputs(name: str, model, fam, processor, tok, audio, dev, text_token
         ids = torch.tensor([WHISPER_PROMPT + rng.integers(220, 50000, text_tokens).tolist() for _ in audio], device=dev)
         return {"input_features": feats, "decoder_input_ids": ids}, ids.shape[1]
     inputs, prompt = fam.generation_inputs(model, processor, audio, None)
-    from asrtune.tiny import demo_texts
+    from asrtune.testing import demo_texts
 
     text = tok(transcript(tok, demo_texts(REPO / "demo"), text_tokens, np.random.default_rng(2)), add_special_tokens=False)["input_ids"]
     text = torch.tensor(text[:text_tokens], device=dev).expand(len(audio), -1)

@@ -89,7 +89,7 @@ def whisper_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
     """A tiny random Whisper (d_model 16, one layer each side) with the real processor."""
-    from asrtune.tiny import write_tiny_whisper
+    from asrtune.testing import write_tiny_whisper
 
     return write_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"), whisper_tokenizer)
 
@@ -97,7 +97,7 @@ def tiny_whisper_dir(tmp_path_factory, whisper_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen_tokenizer():
     """A small byte-level BPE with the Qwen3 special tokens the audio LLMs use, trained on the demo's sentences."""
-    from asrtune.tiny import demo_texts, tiny_qwen_tokenizer
+    from asrtune.testing import demo_texts, tiny_qwen_tokenizer
 
     return tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
 
@@ -105,7 +105,7 @@ def tiny_qwen_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_fun_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
     """A tiny random Fun-ASR-Nano (transformers' FunAsrNanoForConditionalGeneration) with the real feature extractor."""
-    from asrtune.tiny import write_tiny_fun_asr_nano
+    from asrtune.testing import write_tiny_fun_asr_nano
 
     return write_tiny_fun_asr_nano(tmp_path_factory.mktemp("tiny-fun-asr-nano"), tiny_qwen_tokenizer)
 
@@ -113,7 +113,7 @@ def tiny_fun_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
     """A tiny random Qwen3-ASR (transformers' Qwen3ASRForConditionalGeneration) with the real feature extractor."""
-    from asrtune.tiny import write_tiny_qwen3_asr
+    from asrtune.testing import write_tiny_qwen3_asr
 
     return write_tiny_qwen3_asr(tmp_path_factory.mktemp("tiny-qwen3-asr"), tiny_qwen_tokenizer)
 
@@ -122,7 +122,7 @@ def tiny_qwen3_asr_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
 def tiny_aligner_dir(tmp_path_factory, tiny_qwen_tokenizer) -> Path:
     """A tiny random Qwen3-ForcedAligner (transformers' Qwen3ASRForTokenClassification, 400 bins of 80 ms)
     with the real feature extractor and a forced-aligner chat template."""
-    from asrtune.tiny import write_tiny_aligner
+    from asrtune.testing import write_tiny_aligner
 
     return write_tiny_aligner(tmp_path_factory.mktemp("tiny-aligner"), tiny_qwen_tokenizer)
 

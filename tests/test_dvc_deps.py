@@ -3,7 +3,7 @@ function-level imports included: the import graph is read from the source with `
 is among its deps, and no src/ dep is one the stage never imports. Otherwise editing a module leaves
 `dvc status` clean while the outputs it made are stale (or reruns a stage for code it never runs).
 Also: a stage that reads models/base declares it, production code never imports the test fixtures' module
-(asrtune.tiny), and finetune's resume fingerprint hashes the code its training runs."""
+(asrtune.testing), and finetune's resume fingerprint hashes the code its training runs."""
 
 from __future__ import annotations
 
@@ -210,11 +210,11 @@ def test_exempt_modules_exist_and_packages_stay_docstring_only():
 
 
 def test_production_never_imports_the_test_fixtures():
-    """asrtune.tiny builds the test suite's random models; no module under src/asrtune may import it (its
+    """asrtune.testing builds the test suite's random models; no module under src/asrtune may import it (its
     chat template once decided every real Fun-ASR conversion, invisible to DVC)."""
-    tiny = PKG / "tiny.py"
+    tiny = PKG / "testing.py"
     users = [rel(f) for f in sorted(PKG.rglob("*.py")) if f != tiny and tiny in imports_of(f)]
-    assert not users, f"production modules import asrtune.tiny: {users}"
+    assert not users, f"production modules import asrtune.testing: {users}"
 
 
 def family_closure(family: str) -> dict[str, list[str]]:
@@ -242,3 +242,12 @@ def test_finetune_resume_fingerprint_hashes_the_code_it_trains_with(family):
     missing = [f"{m} ({' -> '.join(short(c) for c in chains[m])})" for m in sorted(needed - hashed)]
     extra = sorted(hashed - needed)
     assert not missing and not extra, f"finetune.code_files({family!r}): missing {missing}; never imported {extra}"
+
+
+def test_importing_asrtune_imports_no_test_fixture():
+    import subprocess
+    import sys
+
+    code = "import sys, asrtune, asrtune.cli; print(sorted(m for m in sys.modules if m.startswith('asrtune')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "asrtune.testing" not in out, out

@@ -18,7 +18,7 @@ def test_units_are_the_aligners():
     assert units("打 8 折，OK") == ["打", "8", "折", "OK"]
     from transformers.models.qwen3_asr.processing_qwen3_asr import Qwen3ASRProcessor
 
-    from asrtune.tiny import demo_texts
+    from asrtune.testing import demo_texts
 
     tricky = ["CT，12", "don't stop", "  D-二聚体 3.5mg/L ", "Ｈｅｌｌｏ　世界", "ｶﾀｶﾅ かな 한국어", "𠀀𪜀 é ß ½ ², ①", "", "。。", "a\tb\nc"]
     for text in demo_texts(REPO / "demo") + tricky:  # transformers' own splitter, without language
