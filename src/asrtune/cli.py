@@ -1,4 +1,4 @@
-"""The `asrtune` command: one subcommand per pipeline stage (dvc.yaml runs them)."""
+"""The `asrtune` command: one subcommand per pipeline stage (dvc.yaml runs them), plus `cache` and `transcribe`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from asrtune import cache
+from asrtune import cache, transcribe
 from asrtune.errors import UserError
 from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, pseudo, score, split, sweep
 
@@ -27,6 +27,7 @@ app.command("decode")(decode.run)
 app.command("normalize")(normalize.run)
 app.command("score")(score.run)
 app.command("cache")(cache.run)  # not a stage: lists (and clears) the cache folder
+app.command("transcribe")(transcribe.run)  # not a stage: long recordings to text, subtitles or JSON
 
 
 def main() -> None:
