@@ -255,6 +255,7 @@ def test_pseudo_labels_time_what_has_no_timestamps_and_jsonl_marks_them(repo, tm
         in_process(work, pseudo, "c")
 
 
+@pytest.mark.slow  # two torchrun processes: `pytest -m slow` (.ci/run's second job)
 def test_two_processes_train_the_aligner_as_one_with_the_same_global_batch(repo, tmp_path, tiny_aligner_dir):
     """train.devices=2 on a CPU (two gloo processes under torchrun, batch 2 each) gives the LoRA weights and
     the score head that one process gives with batch 4: the aligner's loss divides by the slots of the

@@ -381,6 +381,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(arch_data):
     assert_same_step(plain, checkpointed, "model.multi_modal_projector.", "model.language_model.")
 
 
+@pytest.mark.slow  # two torchrun processes: `pytest -m slow` (.ci/run's second job)
 def test_two_processes_train_as_one_with_the_same_global_batch(arch_data, tmp_path):
     """train.devices=2 on a CPU (two gloo processes under torchrun, batch 3 each; adaptor fully, LoRA on the
     LLM) gives the weights that one process gives with batch 6: the loss divides by the learned tokens of

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+# smoke runs of the benchmark scripts: `pytest -m slow` (.ci/run's second job)
+pytestmark = pytest.mark.slow
 
 
 def quick(script: str) -> str:

@@ -71,6 +71,7 @@ def test_one_process_never_wraps_the_model_in_data_parallel(tiny_whisper_dir, tm
     assert not isinstance(trainer._wrap_model(trainer.model), torch.nn.DataParallel)
 
 
+@pytest.mark.slow  # two torchrun processes: `pytest -m slow` (.ci/run's second job)
 def test_two_processes_train_as_one_with_the_same_global_batch_and_resume(data_repo, tiny_whisper_dir, tmp_path):
     """train.devices=2 on a CPU: the stage launches itself under torchrun (two gloo processes, batch
     3 each) and gives the model that one process gives with batch 6; killed after its first
