@@ -30,7 +30,7 @@ LLM_DIR = "Qwen3-0.6B"
 # The chat template a converted directory's processor gets (Fun-ASR's layout has none: FunASR builds its prompt in
 # code), rendering that prompt for a transcription request: a default system turn; the user turn is [a context
 # header with the text context and hotwords] + 语音转写[成<language>]： + the audio placeholder. The tiny test
-# model (asrtune.tiny) uses it too.
+# model (asrtune.testing) uses it too.
 FUN_ASR_TEMPLATE = (
     "{% for m in messages %}"
     "{% if loop.first and m.role != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
