@@ -98,6 +98,13 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
     set_param(dvc_repo, "train.stages.s2", {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3})
     assert would_run(dvc_repo) == set()
 
+    # merge writes the chain root's generation config and processor: an edit of the source checkpoint reaches models/merged
+    source = dvc_repo / "models/sources/tiny-whisper/generation_config.json"
+    edited = json.loads(source.read_text()) | {"max_length": 300}
+    source.write_text(json.dumps(edited, indent=2))
+    assert {"base", "merge"} <= ran(sh(dvc_repo, DVC, "repro"))
+    assert json.loads((dvc_repo / "models/merged/generation_config.json").read_text())["max_length"] == 300
+
     hashes = out_hashes(dvc_repo)
     assert ran(sh(dvc_repo, DVC, "repro", "-f", "mix")) == {"base", "mix@s1", "mix@s2"} | data
     assert out_hashes(dvc_repo) == hashes  # same params and data, same bytes
