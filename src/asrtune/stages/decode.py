@@ -21,7 +21,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from asrtune import checkpoint, families, params, paths, precision
+from asrtune import checkpoint, params, paths, precision
 from asrtune.chatml import Example, examples
 from asrtune.errors import UserError
 from asrtune.manifest import read_jsonl
