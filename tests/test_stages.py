@@ -61,7 +61,7 @@ def test_mix_follows_the_general_share(data_repo):
         keys = [r["key"] for r in read_jsonl(data_repo / f"data/mix/{stage}/train.jsonl")]
         general = [k for k in keys if k.startswith("general-")]
         assert len(keys) - len(general) == domain_train
-        assert len(general) == mixing.general_count(domain_train, share)
+        assert len(general) == mixing.pool_count(domain_train, share)
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
     summary = json.loads((data_repo / "data/mix/s1/summary.json").read_text())
     assert summary["train"]["general"] == domain_train
@@ -140,11 +140,13 @@ def test_split_assignment_is_seeded_and_near_the_ratios():
     assert sum(v == "val" for v in by_utt.values()) == 0 and sum(v == "test" for v in by_utt.values()) == 300
 
 
-def test_general_count_is_the_forks_formula():
-    assert mixing.general_count(240, 0.5) == 240
-    assert mixing.general_count(240, 0.2) == 60
-    assert mixing.general_count(100, 0.3) == 42  # int(42.857...)
-    assert mixing.general_count(240, 0.0) == 0
+def test_pool_count_is_the_forks_formula():
+    assert mixing.pool_count(240, 0.5) == 240
+    assert mixing.pool_count(240, 0.2) == 60
+    assert mixing.pool_count(100, 0.3) == 42  # int(42.857...)
+    assert mixing.pool_count(240, 0.0) == 0
+    # a second pool: each is its share of the whole mix, domain the rest (300 / 0.4 = 750 in all)
+    assert (mixing.pool_count(300, 0.5, 0.1), mixing.pool_count(300, 0.1, 0.5)) == (375, 75)
     assert mixing.choose(10, 20, "s") == (set(range(10)), True)
     assert mixing.choose(10, 3, "s") == mixing.choose(10, 3, "s")
 

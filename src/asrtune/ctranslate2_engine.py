@@ -99,5 +99,6 @@ class Engine:
         max_new = min(MAX_LENGTH // 2, max_new_tokens(audio, d), MAX_LENGTH - len(prompt) + 1)
         results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
                                       [prompt] * len(audio), beam_size=d.num_beams, max_length=max(2 * max_new, max_new + len(prompt) - 1),
-                                      no_repeat_ngram_size=d.no_repeat_ngram_size)
+                                      no_repeat_ngram_size=d.no_repeat_ngram_size,
+                                      suppress_blank=False)  # an empty transcript may come first (whisper.begin_suppress)
         return [self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]

@@ -3,8 +3,8 @@
 Audio already in 16 kHz mono PCM wav is referenced where it lies (header probe only, no decode);
 anything else (other rates, stereo, flac/mp3, synthesized or downloaded audio) is converted into
 the corpus's own audio folder. accepted + rejected == items in, always. An empty transcript is rejected
-(empty_transcript) except on a clip marked non-speech (the demo's non-speech set), whose empty
-transcript is its reference. A fixed split (train | val | dev | test) is kept as the manifest's `split`
+(empty_transcript) except on a clip marked non-speech (the demo's non-speech sets) or in a role nonspeech
+corpus, whose empty transcript is its reference (there a non-empty one is rejected: not_empty). A fixed split (train | val | dev | test) is kept as the manifest's `split`
 (dev written val); any other value is rejected (bad_split).
 
 Streaming, so memory stays flat however large the corpus: rejections go to rejected.tsv as they
@@ -78,8 +78,10 @@ def _materialize(c: Candidate, audio_dir: Path, cache_dir: Path, root: Path) -> 
 
 
 def ingest(items: Iterable[Item], manifest: Path, rejected_tsv: Path, audio_dir: Path, cache_dir: Path,
-           min_duration: float, max_duration: float, root: Path | None = None, progress: str = "ingest") -> Result:
-    """Write the manifest (accepted, sorted by id) and rejected.tsv (id, origin, reason, detail)."""
+           min_duration: float, max_duration: float, root: Path | None = None, progress: str = "ingest",
+           nonspeech: bool = False) -> Result:
+    """Write the manifest (accepted, sorted by id) and rejected.tsv (id, origin, reason, detail).
+    nonspeech: a role nonspeech corpus, whose transcripts must all be empty (not_empty otherwise)."""
     root = Path(os.path.abspath(root or Path.cwd()))
     result = Result()
     manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,8 @@ def ingest(items: Iterable[Item], manifest: Path, rejected_tsv: Path, audio_dir:
     try:  # a scratch file: no journal, no fsync
         db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
                          "CREATE TABLE utt (id TEXT PRIMARY KEY, origin TEXT NOT NULL, record TEXT, speaker TEXT, duration REAL)")
-        write_rejected(rejected_tsv, _check(items, db, result, audio_dir, cache_dir, min_duration, max_duration, root, progress))
+        write_rejected(rejected_tsv, _check(items, db, result, audio_dir, cache_dir, min_duration, max_duration, root, progress,
+                                            nonspeech))
         # ids compare as UTF-8 bytes in SQLite, which is code point order: the order Python's sort gives
         rows = db.execute("SELECT record FROM utt WHERE record IS NOT NULL ORDER BY id")
         result.accepted = write_jsonl(manifest, (json.loads(record) for (record,) in rows))
@@ -102,11 +105,11 @@ def ingest(items: Iterable[Item], manifest: Path, rejected_tsv: Path, audio_dir:
 
 
 def _check(items: Iterable[Item], db: sqlite3.Connection, result: Result, audio_dir: Path, cache_dir: Path,
-           min_duration: float, max_duration: float, root: Path, progress: str) -> Iterator[Rejection]:
+           min_duration: float, max_duration: float, root: Path, progress: str, nonspeech: bool) -> Iterator[Rejection]:
     """Yields each rejection; stores each accepted record in `db`."""
     for item in tqdm(items, desc=progress, unit="utt", mininterval=1.0):
         rejection = item if isinstance(item, Rejection) else _accept(item, db, result, audio_dir, cache_dir, min_duration,
-                                                                     max_duration, root)
+                                                                     max_duration, root, nonspeech)
         if rejection is not None:
             result.reasons[rejection.reason] += 1
             yield rejection
@@ -120,12 +123,14 @@ def audio_sha256(path: Path) -> str:
 
 
 def _accept(c: Candidate, db: sqlite3.Connection, result: Result, audio_dir: Path, cache_dir: Path, min_duration: float,
-            max_duration: float, root: Path) -> Rejection | None:
+            max_duration: float, root: Path, nonspeech: bool = False) -> Rejection | None:
     first = db.execute("SELECT origin FROM utt WHERE id = ?", (c.id,)).fetchone()
     if first:
         return Rejection(c.id, c.origin, "duplicate_id", f"{c.id} already from {first[0]}")
     db.execute("INSERT INTO utt (id, origin) VALUES (?, ?)", (c.id, c.origin))
-    if not c.text.strip() and not c.nonspeech:
+    if nonspeech and c.text.strip():
+        return Rejection(c.id, c.origin, "not_empty", f"role nonspeech: the transcript must be empty, got {c.text.strip()[:40]!r}")
+    if not c.text.strip() and not (c.nonspeech or nonspeech):
         return Rejection(c.id, c.origin, "empty_transcript", "transcript is empty")
     if c.split is not None and c.split.strip().lower() not in SPLIT_NAMES:
         return Rejection(c.id, c.origin, "bad_split", f"split {c.split!r} is none of {', '.join(SPLIT_NAMES)}")

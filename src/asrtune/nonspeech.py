@@ -1,4 +1,4 @@
-"""The demo's non-speech evaluation set: clips with nothing to transcribe, made deterministically from a spec
+"""The demo's non-speech sets: clips with nothing to transcribe, made deterministically from a spec
 file (demo/nonspeech.yaml) and the corpus's seed. A model that writes anything for one of them hallucinates.
 
     nonspeech: {silence: N, noise: N, tones: N, babble: N}   # clips of each kind
@@ -11,8 +11,9 @@ Kinds, each clip 1-8 s:
   babble   unintelligible speech-like sound: 3-6 streams of time-reversed eSpeak sentences (varied voices,
            rates, pitches), overlapped and mixed
 
-Every utterance has an empty transcript (ingest accepts it for these clips only), speaker = its kind and
-split test. Each clip's noise comes from its own seeded generator (the spec's name, the seed, the kind,
+Every utterance has an empty transcript (ingest accepts it for these clips only). For evaluation (role test)
+each clip's speaker is its kind and its split test; for training (role nonspeech) each clip is its own speaker
+and split.ratios place it. Each clip's noise comes from its own seeded generator (the spec's name, the seed, the kind,
 the index); babble calls one fresh eSpeak instance in a fixed order: the same spec and seed give the same
 samples, byte for byte.
 """
@@ -175,8 +176,8 @@ def babble(rng: np.random.Generator, index: int, engine, sentences: list[str]) -
     return _fade(_at_level(out, float(rng.uniform(-30, -20))), rate), rate
 
 
-def clips(path: Path, seed: int) -> Iterator[Candidate]:
-    """Every clip of the spec, kind by kind in KINDS order."""
+def clips(path: Path, seed: int, evaluation: bool = True) -> Iterator[Candidate]:
+    """Every clip of the spec, kind by kind in KINDS order: fixed to test, or (training) placed by split.ratios."""
     counts, sentences = load_spec(path)
     engine = None
     for kind in KINDS:
@@ -191,11 +192,13 @@ def clips(path: Path, seed: int) -> Iterator[Candidate]:
                 audio = babble(rng, i, engine, sentences)
             else:
                 audio = ({"silence": silence, "noise": noise, "tones": tones}[kind](rng, i), RATE)
-            yield Candidate(f"{kind}-{i:03d}", audio, "", kind, f"{path}:{line}", split="test", nonspeech=True)
+            utt = f"{kind}-{i:03d}"
+            yield Candidate(utt, audio, "", kind if evaluation else utt, f"{path}:{line}", split="test" if evaluation else None,
+                            nonspeech=True)
 
 
-def read_nonspeech(path: Path, seed: int, say=print) -> Sized:
+def read_nonspeech(path: Path, seed: int, evaluation: bool = True, say=print) -> Sized:
     """Checks the spec now; makes the clips as the result is iterated."""
     counts, _ = load_spec(path)
     say(f"{path}: non-speech clips, " + ", ".join(f"{counts.get(k, (0, 0))[0]} {k}" for k in KINDS) + f" (seed {seed})")
-    return Sized(clips(path, seed), sum(n for n, _ in counts.values()))
+    return Sized(clips(path, seed, evaluation), sum(n for n, _ in counts.values()))

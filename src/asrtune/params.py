@@ -45,12 +45,13 @@ class Model(Strict):
 
 class Corpus(Strict):
     # general | domain: split into train/val/test, train and val mixed; test: evaluation only (all of it is
-    # the test set: never split into train or val, never mixed, never trained on)
-    role: Literal["general", "domain", "test"]
+    # the test set: never split into train or val, never mixed, never trained on); nonspeech: clips with nothing
+    # to transcribe (every transcript empty), split like the others, mixed at mix.stages.<s>.nonspeech
+    role: Literal["general", "domain", "test", "nonspeech"]
     # a demo topic (demo/<topic>.yaml; or a non-speech spec, demo/nonspeech.yaml), a Kaldi dir, a folder of
-    # audio + .txt, a .csv/.tsv, or a Fun-ASR ChatML .jsonl
+    # audio + .txt, a folder of media + same-stem subtitles (.srt .vtt .ass), a .csv/.tsv, or a Fun-ASR ChatML .jsonl
     source: str
-    format: Literal["auto", "demo", "kaldi", "folder", "csv", "chatml"] = "auto"
+    format: Literal["auto", "demo", "kaldi", "folder", "csv", "chatml", "subtitles"] = "auto"
     utterances: Annotated[int, Field(gt=0)] | None = None  # demo only: how many of the topic's sentences; None = all
     speakers: Annotated[int, Field(gt=0)] = 20  # demo only
     # demo only: how many of `speakers` have held-out voices (styles / eSpeak variants no training speaker uses);
@@ -64,6 +65,9 @@ class Corpus(Strict):
     speaker_column: str | None = None  # csv only: default speaker|spk|client_id when present
     id_column: str | None = None  # csv only: default id|utt_id|key when present, else the audio file stem
     split_column: str | None = None  # csv only: default split when present: train|val|dev|test fixes a row's split
+    # subtitles only: cues at most this many seconds apart (and of one speaker) merge into one utterance while it
+    # stays within data.max_duration; a longer gap always ends an utterance. 0: only cues that touch merge
+    cue_gap: Annotated[float, Field(ge=0)] = 1.0
     # score: a term list file (one term per line, # comments) for term recall; null = the list ingest
     # wrote for a demo topic (data/ingest/<c>/terms.txt), else none
     terms: str | None = None
@@ -116,7 +120,14 @@ class Split(Strict):
 
 
 class MixStage(Strict):
-    general: Annotated[float, Field(ge=0, lt=1)]
+    general: Annotated[float, Field(ge=0, lt=1)]  # share of the mix from the role general corpora
+    nonspeech: Annotated[float, Field(ge=0, lt=1)] = 0.0  # share from the role nonspeech corpora (empty transcripts)
+
+    @model_validator(mode="after")
+    def _shares(self):
+        if self.general + self.nonspeech >= 1:
+            raise ValueError(f"general ({self.general}) + nonspeech ({self.nonspeech}) must stay below 1: the rest is domain speech")
+        return self
 
 
 class Mix(Strict):

@@ -7,7 +7,8 @@ Each reader also counts what came in, apart from what it yields (`Reading.seen`)
 reader that drops (or doubles) an utterance.
 
 Formats: Kaldi dir (wav.scp + text [+ utt2spk]), a folder of audio with same-stem .txt,
-CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in demo_corpus.py.)
+CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in demo_corpus.py; a
+folder of media with same-stem subtitles, cut at the cues, in subtitles.py.)
 A table's `split` column (train | val | dev | test; blank: none) and a jsonl record's
 `split` key fix an utterance's split (a corpus's official test set, say): the split stage honours it.
 
@@ -73,13 +74,15 @@ Item = Candidate | Rejection
 class Reading:
     """One reader's items (iterate once), and `seen`: how many utterances it saw come in (lines of
     wav.scp and text, rows of a table, files of a folder), counted apart from what it yields and set
-    once the items run out."""
+    once the items run out. A reader may return (seen, counts) instead: `counts`, a dict of its own
+    tallies (the subtitles reader's cues: in = kept + merged + rejected), goes into ingest's summary."""
 
-    def __init__(self, reader: str, items: Generator[Item, None, int]):
-        self.reader, self._items, self.seen = reader, items, None
+    def __init__(self, reader: str, items: Generator[Item, None, int | tuple[int, dict]]):
+        self.reader, self._items, self.seen, self.counts = reader, items, None, None
 
     def __iter__(self) -> Iterator[Item]:
-        self.seen = yield from self._items
+        returned = yield from self._items
+        self.seen, self.counts = returned if isinstance(returned, tuple) else (returned, None)
 
 
 def _counted(reader):

@@ -21,22 +21,31 @@ def detect_format(corpus: Corpus, name: str) -> str:
     if corpus.format != "auto":
         return corpus.format
     if src.is_dir():
-        return "kaldi" if (src / "wav.scp").exists() else "folder"
+        if (src / "wav.scp").exists():
+            return "kaldi"
+        from asrtune.subtitles import layout
+
+        subtitled, transcribed = layout(src)
+        if subtitled and transcribed:
+            raise UserError(f"data.corpora.{name}.source: {src} holds media with subtitles ({subtitled}) and audio with .txt "
+                            f"transcripts ({transcribed}): set data.corpora.{name}.format to subtitles or folder")
+        return "subtitles" if subtitled else "folder"
     formats = {".yaml": "demo", ".yml": "demo", ".csv": "csv", ".tsv": "csv", ".jsonl": "chatml", ".json": "chatml"}
     if src.suffix.lower() not in formats:
         raise UserError(f"data.corpora.{name}.source: {src}: cannot tell the format from the name; set data.corpora.{name}.format")
     return formats[src.suffix.lower()]
 
 
-def read_items(corpus: Corpus, fmt: str, name: str = "") -> Reading | Iterator[Item]:
+def read_items(corpus: Corpus, fmt: str, name: str = "", max_duration: float = 30.0) -> Reading | Iterator[Item]:
     src = Path(corpus.source)
     if fmt == "demo":
         from asrtune import nonspeech
 
         if nonspeech.is_spec(src):
-            if corpus.role != "test":
-                raise UserError(f"data.corpora.{name}: {src} is a non-speech set, for evaluation only: set role: test")
-            return nonspeech.read_nonspeech(src, corpus.seed)
+            if corpus.role not in ("test", "nonspeech"):
+                raise UserError(f"data.corpora.{name}: {src} is a non-speech set: set role: test (evaluation only) or "
+                                "role: nonspeech (trained on, mixed at mix.stages.<s>.nonspeech)")
+            return nonspeech.read_nonspeech(src, corpus.seed, evaluation=corpus.role == "test")
         from asrtune.demo_corpus import read_demo
 
         return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice,
@@ -45,6 +54,12 @@ def read_items(corpus: Corpus, fmt: str, name: str = "") -> Reading | Iterator[I
         return read_kaldi(src)
     if fmt == "folder":
         return read_folder(src)
+    if fmt == "subtitles":
+        from asrtune.subtitles import read_subtitles
+
+        if not src.is_dir():
+            raise UserError(f"data.corpora.{name}.source: {src}: a subtitles corpus is a folder of media with same-stem subtitles")
+        return read_subtitles(src, max_duration, corpus.cue_gap)
     if fmt == "csv":
         columns = {"path": corpus.path_column, "text": corpus.text_column, "speaker": corpus.speaker_column, "id": corpus.id_column,
                    "split": corpus.split_column}
@@ -75,14 +90,17 @@ def run(corpus: str) -> None:
     fmt = detect_format(spec, corpus)
     out = paths.ingest_dir(corpus)
     shutil.rmtree(out, ignore_errors=True)
-    items = read_items(spec, fmt, corpus)
+    items = read_items(spec, fmt, corpus, p.data.max_duration)  # subtitles: merged cues stay within it
     result = ingest(items, paths.manifest(corpus), out / "rejected.tsv", out / "audio",
-                    paths.cache_dir() / "http", p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}")
+                    paths.cache_dir() / "http", p.data.min_duration, p.data.max_duration, progress=f"ingest {corpus}",
+                    nonspeech=spec.role == "nonspeech")
     n_in = items_in(items, result)
     hours = result.seconds / 3600
     summary = {"corpus": corpus, "format": fmt, "source": spec.source, "in": n_in, "accepted": result.accepted,
                "rejected": result.rejected, "reasons": dict(sorted(result.reasons.items())),
                "converted": result.converted, "hours": round(hours, 4), "speakers": result.speakers}
+    counts = getattr(items, "counts", None) or {}  # a reader's own tallies (subtitles: cues in = kept + merged + rejected)
+    summary.update(counts)
     if fmt == "demo":
         from asrtune import nonspeech
         from asrtune.demo_corpus import load_topic
@@ -93,6 +111,10 @@ def run(corpus: str) -> None:
 
     print(f"ingest {corpus} ({fmt}, {spec.source}): {n_in} in = {result.accepted} accepted + {result.rejected} rejected; "
           f"{hours:.3f} h, {summary['speakers']} speakers, {result.converted} converted to 16 kHz mono")
+    if "cues" in counts:
+        c = counts["cues"]
+        print(f"  cues: {c['in']} in = {c['kept']} kept (one utterance each) + {c['merged']} merged into the utterance before + "
+              f"{c['rejected']} rejected; {counts['files_rejected']} files rejected whole")
     for reason, count in sorted(result.reasons.items()):
         print(f"  rejected {reason:<18} {count:>6}   (see {out / 'rejected.tsv'})")
     if result.accepted == 0:

@@ -158,12 +158,20 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
     return out
 
 
+def begin_suppress(model) -> list[int]:
+    """The generation config's begin-suppressed tokens without the end token: an empty transcript is a legal
+    answer (a clip with nothing to hear; training's non-speech clips teach it). OpenAI's decoding forbids it
+    first and relies on its no-speech rule instead, which a forced language token skips."""
+    eos = model.generation_config.eos_token_id
+    return [t for t in (model.generation_config.begin_suppress_tokens or []) if t != eos]
+
+
 def _transcribe(model, processor, audio: list[np.ndarray], p, context: list[str]):
     d = p.decode
     prev = context_ids(processor.tokenizer, context)
     max_new = min(model.config.max_target_positions - 8 - len(prev), max_new_tokens(audio, d))
     options = dict(language=p.model.language, task=p.model.task, num_beams=d.num_beams, max_new_tokens=max_new,
-                   no_repeat_ngram_size=d.no_repeat_ngram_size or None)
+                   no_repeat_ngram_size=d.no_repeat_ngram_size or None, begin_suppress_tokens=begin_suppress(model))
     if prev:  # generate() puts it before its own <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
         options["prompt_ids"] = torch.tensor(prev, device=model.device)
     if not d.timestamps:
