@@ -154,6 +154,7 @@ def params_for(tmp: Path, tiny_whisper_dir: Path, **overrides) -> dict:
     params["train"]["hotwords"] |= {"enabled": False, "terms": None}  # the demo trains with lists: tests of it ask for it
     for stage in params["mix"]["stages"].values():
         stage.pop("nonspeech", None)  # the demo's non-speech corpus is not in this tiny demo: tests of it add one
+    params.setdefault("longform", {})["corpora"] = []  # the demo's long-form evaluation decodes its test sets again: tests of it ask for it
     for dotted, value in overrides.items():
         node = params
         *parents, leaf = dotted.split(".")

@@ -56,12 +56,13 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
     set_param(dvc_repo, "mix.stages", {"s1": {"general": 0.5}, "s2": {"general": 0.0}})
     set_param(dvc_repo, "train.stages", {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-3},
                                          "s2": {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-3}})
+    set_param(dvc_repo, "longform.corpora", ["medical"])  # the long-form evaluation on the domain's test speakers
     commit(dvc_repo, "pipeline")  # a repository with history, as a clone of asrtune is
     data = {f"{s}@{c}" for s in ("ingest", "pseudo", "jsonl", "split") for c in ("general", "medical")}
     models = {"finetune@s1", "finetune@s2", "sweep", "merge", "export"}  # sweep: a note (merge.scale is a number)
     matrix = {f"{s}@{m}-{c}" for s in ("decode", "normalize") for m in ("base", "merged") for c in ("general", "medical")}
     convert = {"convert@base", "convert@merged"}
-    assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score"} | data | models | convert | matrix
+    assert ran(sh(dvc_repo, DVC, "repro")) == {"base", "mix@s1", "mix@s2", "score", "longform"} | data | models | convert | matrix
 
     metrics = json.loads((dvc_repo / "metrics/cer.json").read_text())
     assert set(metrics["cer"]) == {"general", "medical"} and set(metrics["cer"]["medical"]) == {"base", "merged"}
@@ -69,6 +70,8 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
     report = (dvc_repo / "data/score/merged/medical.txt").read_text(encoding="utf-8")
     assert report.splitlines()[1].startswith("%WER ") and "REF: " in report
     assert (dvc_repo / "plots/cer.csv").read_text().startswith("test_set,corpus,model,cer")
+    longform = json.loads((dvc_repo / "metrics/longform.json").read_text())
+    assert set(longform["cer"]) == {"medical"} and set(longform["clip_cer"]["medical"]) == {"base", "merged"}
     assert json.loads((dvc_repo / "models/finetune/s2/asrtune.json").read_text())["init"] == "../s1"
 
     # models/merged loads with plain transformers: no asrtune, no peft
@@ -114,7 +117,7 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
     assert would_run(dvc_repo) == {"finetune@s1", "finetune@s2"}  # and what follows once their outputs change
     set_param(dvc_repo, "train.freeze_encoder", True)
     set_param(dvc_repo, "decode.engine", "ctranslate2")
-    assert would_run(dvc_repo) == convert | {s for s in matrix if s.startswith("decode")}  # nothing upstream
+    assert would_run(dvc_repo) == convert | {s for s in matrix if s.startswith("decode")} | {"longform"}  # nothing upstream
     set_param(dvc_repo, "decode.engine", "transformers")
     set_param(dvc_repo, "decode.compute_type", "int8")  # under the transformers engine: convert's note only
     assert would_run(dvc_repo) == convert

@@ -8,7 +8,8 @@ import typer
 
 from asrtune import cache, transcribe
 from asrtune.errors import UserError
-from asrtune.stages import base, convert, decode, export, finetune, ingest, jsonl, merge, mix, normalize, pseudo, score, split, sweep
+from asrtune.stages import (base, convert, decode, export, finetune, ingest, jsonl, longform, merge, mix, normalize, pseudo, score,
+                            split, sweep)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible domain adaptation of speech recognition models. Stages run from dvc.yaml.")
@@ -26,6 +27,7 @@ app.command("convert")(convert.run)
 app.command("decode")(decode.run)
 app.command("normalize")(normalize.run)
 app.command("score")(score.run)
+app.command("longform")(longform.run)
 app.command("cache")(cache.run)  # not a stage: lists (and clears) the cache folder
 app.command("transcribe")(transcribe.run)  # not a stage: long recordings to text, subtitles or JSON
 

@@ -259,6 +259,37 @@ class Score(Strict):
     seed: int = 42
 
 
+class Longform(Strict):
+    # the long-form evaluation (stage longform): each listed corpus's test speakers' clips joined, with pauses, into
+    # recordings, transcribed as `asrtune transcribe` does and scored against the joined references. [] = none
+    corpora: list[Name] = []
+    max_seconds: Annotated[float, Field(gt=0)] = 180.0  # a recording's length at most (a longer clip is one on its own)
+    min_seconds: Annotated[float, Field(ge=0)] = 60.0  # at least, where the speaker has that much audio
+    # [shortest, longest] seconds of silence between two clips, drawn uniformly
+    pause: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (0.3, 1.5)
+    seed: int = 0  # the pauses (with the corpus's and speaker's names)
+
+    @field_validator("corpora")
+    @classmethod
+    def _once(cls, corpora):
+        if len(set(corpora)) != len(corpora):
+            raise ValueError("a corpus is listed twice")
+        return corpora
+
+    @field_validator("pause")
+    @classmethod
+    def _pause(cls, pause):
+        if pause[0] > pause[1]:
+            raise ValueError(f"[shortest, longest] seconds, the shortest first, got {list(pause)}")
+        return pause
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"longform.min_seconds ({self.min_seconds}) is above longform.max_seconds ({self.max_seconds})")
+        return self
+
+
 Scale = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -293,6 +324,7 @@ class Params(Strict):
     normalize: Normalize = Normalize()
     score: Score = Score()
     merge: Merge = Merge()
+    longform: Longform = Longform()
 
     @model_validator(mode="after")
     def _durations(self):
@@ -302,6 +334,14 @@ class Params(Strict):
         if self.data.max_duration > WINDOW_SECONDS:
             raise ValueError(f"data.max_duration: {self.data.max_duration} s is above {WINDOW_SECONDS:g} s: a Whisper encoder would cut "
                              "longer clips silently, and the audio LLMs loop on them (Fun-ASR cuts audio at 30 s with VAD)")
+        return self
+
+    @model_validator(mode="after")
+    def _longform_corpora(self):
+        unknown = [c for c in self.longform.corpora if c not in self.data.corpora]
+        if unknown:
+            raise ValueError(f"longform.corpora: {', '.join(unknown)} is not a corpus of data.corpora "
+                             f"({', '.join(self.data.corpora)})")
         return self
 
     @model_validator(mode="after")
