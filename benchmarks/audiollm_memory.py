@@ -11,7 +11,7 @@ holds, what each training setting trains, and what one real-size training step c
     --model aligner, Qwen3-ForcedAligner-0.6B's (untied 152,064-token embedding, `score` head over 5,000 bins);
     random weights, the demo's tiny tokenizer writes the ids: batch of 4 clips of ~5 s (the aligner's with
     24-unit transcripts and their reference times: 48 slots), the audio tower frozen and its outputs cached first
-    (asrtune's EncoderCache), then `training.FamilyTrainer` with the family's loss and AdamW.
+    (asrtune's EncoderCache), then `hf_trainer.FamilyTrainer` with the family's loss and AdamW.
     Reported: seconds per step (median after the first), the child's peak RSS (weights, optimizer state, activations,
     the cache fill included) and, on CUDA only, torch.cuda.max_memory_allocated under bf16 autocast (asrtune's bf16:
     fp32 weights). Settings: LoRA r=16 on the LLM, the adaptor only, the full LLM (r=0).
@@ -104,16 +104,16 @@ def family_of(config):
     """(the asrtune family module, the transformers class) of a config."""
     import transformers
 
-    from asrtune import families
+    from asrtune.families import registry
 
-    name = families.name_for(config.model_type, "benchmark", getattr(config, "architectures", None))
+    name = registry.name_for(config.model_type, "benchmark", getattr(config, "architectures", None))
     cls = {"fun_asr_nano": "FunAsrNanoForConditionalGeneration", "qwen3_asr": "Qwen3ASRForConditionalGeneration"}[config.model_type]
-    return families.get(name), getattr(transformers, "Qwen3ASRForTokenClassification" if name == "aligner" else cls)
+    return registry.get(name), getattr(transformers, "Qwen3ASRForTokenClassification" if name == "aligner" else cls)
 
 
 def set_up(model, setting: str, fam):
     """The finetune stage's set-up for a setting: freeze flags, then LoRA on the LLM when r > 0."""
-    from asrtune import families
+    from asrtune.families import shared
 
     freeze_encoder, freeze_adaptor, freeze_llm, r = SETTINGS[setting]
     fam.freeze(model, freeze_encoder, freeze_adaptor, freeze_llm)
@@ -122,7 +122,7 @@ def set_up(model, setting: str, fam):
 
         model = get_peft_model(model, fam.lora_config(r, 2 * r, 0.05, None, train_encoder=not freeze_encoder,
                                                       train_adaptor=not freeze_adaptor, model=model))
-    families.keep_fixed(model)
+    shared.keep_fixed(model)
     return model
 
 
@@ -165,11 +165,11 @@ def step_child(model_name: str, setting: str, quick: bool, tmp: Path, steps: int
     import torch
     from transformers import FunAsrNanoFeatureExtractor, FunAsrNanoProcessor, Qwen3ASRFeatureExtractor, Qwen3ASRProcessor
 
-    from asrtune import training
-    from asrtune.chatml import Example
-    from asrtune.encoder_cache import EncoderCache, weights_digest
-    from asrtune.funasr_layout import FUN_ASR_TEMPLATE
+    from asrtune.corpus.chatml import Example
     from asrtune.testing import FORCED_ALIGNER_TEMPLATE, demo_texts, tiny_qwen_tokenizer
+    from asrtune.train import hf_trainer
+    from asrtune.train.encoder_cache import EncoderCache, weights_digest
+    from asrtune.weights.funasr_layout import FUN_ASR_TEMPLATE
 
     warnings.filterwarnings("ignore")
     tok = tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
@@ -212,14 +212,14 @@ def step_child(model_name: str, setting: str, quick: bool, tmp: Path, steps: int
     features = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + fam.CACHE_TAG
     cache = EncoderCache(tmp / "encoder-cache", weights_digest(fam.encoder(model), features), "float16")
     cache.fill([e.audio for e in items], lambda audio: fam.encode(model, processor, audio), 4)
-    timer = training.StepTimer()
-    args = training.arguments(SimpleNamespace(batch_size=4, grad_accum=1, warmup=0.0, weight_decay=0.0, save_steps=0, seed=42,
-                                              gradient_checkpointing=False),
-                              SimpleNamespace(epochs=1, learning_rate=1e-4), tmp / "out", "bf16" if cuda else "fp32",
-                              max_steps=steps, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
+    timer = hf_trainer.StepTimer()
+    args = hf_trainer.arguments(SimpleNamespace(batch_size=4, grad_accum=1, warmup=0.0, weight_decay=0.0, save_steps=0, seed=42,
+                                                gradient_checkpointing=False),
+                                SimpleNamespace(epochs=1, learning_rate=1e-4), tmp / "out", "bf16" if cuda else "fp32",
+                                max_steps=steps, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
     make_item = fam.item_maker(base, processor, SimpleNamespace(model=SimpleNamespace(language="zh" if aligning else None)))
-    trainer = training.FamilyTrainer(model=model, args=args, train_dataset=training.SpeechDataset(items, make_item, None, cache),
-                                     data_collator=fam.collator(base, processor), callbacks=[timer], family_loss=fam.loss)
+    trainer = hf_trainer.FamilyTrainer(model=model, args=args, train_dataset=hf_trainer.SpeechDataset(items, make_item, None, cache),
+                                       data_collator=fam.collator(base, processor), callbacks=[timer], family_loss=fam.loss)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()

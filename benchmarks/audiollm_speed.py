@@ -17,7 +17,7 @@ gradient clipping at 1.0, the same learning rate and batch size.
 - (b) plain transformers `Trainer` on the native `FunAsrNanoForConditionalGeneration`: the encoder frozen by
   requires_grad only, features and encoder recomputed every step, the model's own full-logits loss (labels from
   asrtune's item_maker, all frames as audio tokens, as transformers' processor counts them);
-- (c) asrtune: `audiollm.freeze` + `training.FamilyTrainer` with `audiollm.loss` (vocabulary projection at learned
+- (c) asrtune: `audiollm.freeze` + `hf_trainer.FamilyTrainer` with `audiollm.loss` (vocabulary projection at learned
   positions only), the frozen encoder's outputs cached once by `EncoderCache` (float16, the default) and read every step.
 
 Reported: seconds per training step (median after the first step, data loading included), the one-off cache fill,
@@ -83,8 +83,8 @@ def write_model(out: Path, quick: bool) -> Path:
     from transformers import (FunAsrNanoConfig, FunAsrNanoFeatureExtractor, FunAsrNanoForConditionalGeneration,
                               FunAsrNanoProcessor)
 
-    from asrtune.funasr_layout import FUN_ASR_TEMPLATE
     from asrtune.testing import tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
+    from asrtune.weights.funasr_layout import FUN_ASR_TEMPLATE
 
     tok = tiny_qwen_tokenizer(demo_texts(REPO / "demo"))
     if quick:
@@ -104,7 +104,7 @@ def write_model(out: Path, quick: bool) -> Path:
 
 
 def _examples(clips):
-    from asrtune.chatml import Example
+    from asrtune.corpus.chatml import Example
 
     return [Example(c["key"], c["audio"], c["text"]) for c in clips]
 
@@ -186,40 +186,40 @@ def _trainer_run(hf_dir: Path, clips: list[dict], batch: int, steps: int, tmp: P
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from asrtune import families, training
-    from asrtune.encoder_cache import EncoderCache, weights_digest
-    from asrtune.families import audiollm
+    from asrtune.families import audiollm, shared
+    from asrtune.train import hf_trainer
+    from asrtune.train.encoder_cache import EncoderCache, weights_digest
 
     torch.manual_seed(42)
     model, processor = audiollm.load_plain(hf_dir), audiollm.load_processor(hf_dir)
     items = _examples(clips)
     make_item = audiollm.item_maker(model, processor, _params())
     featurize = lambda audio: audiollm.features(processor, audio)  # noqa: E731
-    timer = training.StepTimer()
+    timer = hf_trainer.StepTimer()
     settings = dict(output_dir=str(tmp / ("ours" if ours else "plain")), per_device_train_batch_size=batch, max_steps=steps,
                     learning_rate=LEARNING_RATE, warmup_steps=0, logging_steps=1, save_strategy="no", eval_strategy="no",
                     report_to=[], seed=42, dataloader_num_workers=0, remove_unused_columns=False, max_grad_norm=1.0)
     fill_s = None
     if ours:
         audiollm.freeze(model, True, False, False)
-        families.keep_fixed(model)
+        shared.keep_fixed(model)
         start = time.perf_counter()
         config = json.dumps(processor.feature_extractor.to_dict(), sort_keys=True) + audiollm.CACHE_TAG
         cache = EncoderCache(tmp / "encoder-cache", weights_digest(audiollm.encoder(model), config), "float16")
         cache.fill([e.audio for e in items], lambda audio: audiollm.encode(model, processor, audio), batch)
         fill_s = time.perf_counter() - start
-        args = training.arguments(SimpleNamespace(batch_size=batch, grad_accum=1, warmup=0.0, weight_decay=0.0, save_steps=0, seed=42,
-                                                  gradient_checkpointing=False),
-                                  SimpleNamespace(epochs=1, learning_rate=LEARNING_RATE), tmp / "ours", "fp32",
-                                  **{k: v for k, v in settings.items() if k in ("max_steps", "save_strategy", "eval_strategy", "logging_steps")},
-                                  load_best_model_at_end=False)
-        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=training.SpeechDataset(items, make_item, featurize, cache),
-                                         data_collator=audiollm.collator(model, processor), callbacks=[timer], family_loss=audiollm.loss)
+        args = hf_trainer.arguments(SimpleNamespace(batch_size=batch, grad_accum=1, warmup=0.0, weight_decay=0.0, save_steps=0, seed=42,
+                                                    gradient_checkpointing=False),
+                                    SimpleNamespace(epochs=1, learning_rate=LEARNING_RATE), tmp / "ours", "fp32",
+                                    **{k: v for k, v in settings.items() if k in ("max_steps", "save_strategy", "eval_strategy", "logging_steps")},
+                                    load_best_model_at_end=False)
+        trainer = hf_trainer.FamilyTrainer(model=model, args=args, train_dataset=hf_trainer.SpeechDataset(items, make_item, featurize, cache),
+                                           data_collator=audiollm.collator(model, processor), callbacks=[timer], family_loss=audiollm.loss)
     else:
         for p in audiollm.encoder(model).parameters():  # frozen the plain way: no gradients, dropout still on
             p.requires_grad = False
         trainer = Trainer(model=model, args=TrainingArguments(**settings, use_cpu=not torch.cuda.is_available()),
-                          train_dataset=training.SpeechDataset(items, make_item, featurize),
+                          train_dataset=hf_trainer.SpeechDataset(items, make_item, featurize),
                           data_collator=audiollm.collator(model, processor), callbacks=[timer])
     result = trainer.train()
     loss = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
@@ -261,7 +261,7 @@ def main() -> None:
         print(json.dumps(measure(system, hf_dir, fa_dir, clips_json, int(batch), int(steps), tmp)))
         return
     n, batch, steps = (8, 4, 3) if args.quick else (args.clips, args.batch, args.steps)
-    from asrtune.funasr_layout import to_funasr
+    from asrtune.weights.funasr_layout import to_funasr
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="asrtune-audiollm-speed-") as tmp_name:

@@ -78,7 +78,7 @@ def scratch_repo(repo: Path, quick: bool, train_rows: int | None = None, val_row
             write_jsonl(repo / f"data/mix/s1/{name}.jsonl", rows[:n])
         write_params(repo, params)
         return repo
-    from asrtune.chatml import record
+    from asrtune.corpus.chatml import record
     from asrtune.testing import write_tiny_whisper
 
     write_tiny_whisper(repo / "models/base")

@@ -43,7 +43,7 @@ STAGES = ("ingest", "jsonl", "split", "mix")
 
 
 def bench(n: int) -> dict:
-    from asrtune.whisper_ct2 import build_tokenizer, offline_whisper_base_dir
+    from asrtune.weights.ct2_to_transformers import build_tokenizer, offline_whisper_base_dir
 
     with tempfile.TemporaryDirectory(prefix="asrtune-bench-") as tmp:
         root = Path(tmp)

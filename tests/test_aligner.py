@@ -15,11 +15,11 @@ import soundfile as sf
 import torch
 from conftest import asrtune, in_process, params_for, write_audio
 
-from asrtune import checkpoint, families
-from asrtune.chatml import Example, examples, record
-from asrtune.families import aligner
-from asrtune.manifest import read_jsonl
-from asrtune.timestamps import units
+from asrtune.corpus.chatml import Example, examples, record
+from asrtune.corpus.manifest import read_jsonl
+from asrtune.corpus.timestamps import units
+from asrtune.families import aligner, registry
+from asrtune.weights import chain
 
 SENTENCES = ["患者需要复查CT", "请把报告送到ICU。", "今天天气很好", "Hello world 你好", "血压正常", "明天再来复诊"]
 
@@ -93,9 +93,9 @@ def batch(repo: Path, model, processor, cached: bool = False) -> dict:
 
 
 def test_the_family_comes_from_the_architecture(repo, tiny_aligner_dir, tiny_qwen3_asr_dir):
-    assert families.of(tiny_aligner_dir) == "aligner" and families.of(tiny_qwen3_asr_dir) == "audiollm"  # both model_type qwen3_asr
-    assert checkpoint.family_of(repo / "models/base") == "aligner"
-    model = checkpoint.load(repo / "models/base")
+    assert registry.of(tiny_aligner_dir) == "aligner" and registry.of(tiny_qwen3_asr_dir) == "audiollm"  # both model_type qwen3_asr
+    assert chain.family_of(repo / "models/base") == "aligner"
+    model = chain.load(repo / "models/base")
     assert type(model).__name__ == "Qwen3ASRForTokenClassification" and model.dropout.p == 0.0
     from transformers import AutoModelForTokenClassification
 
@@ -104,7 +104,7 @@ def test_the_family_comes_from_the_architecture(repo, tiny_aligner_dir, tiny_qwe
 
 
 def test_slot_labels_land_exactly_at_the_timestamp_tokens(repo):
-    model = checkpoint.load(repo / "models/base")
+    model = chain.load(repo / "models/base")
     processor = aligner.load_processor(repo / "models/base")
     text, times = "患者需要复查CT，好。", [[0.1, 0.2], [0.2, 0.35], [0.4, 0.5], [0.5, 0.6], [0.6, 0.7], [0.7, 0.8], [0.8, 1.3], [1.5, 40.0]]
     item = aligner.item_maker(model, processor, P)(Example("k", "a.wav", text, timestamps=tuple(map(tuple, times))), 32000)
@@ -127,7 +127,7 @@ def test_seconds_to_bins_and_back_within_half_a_bin():
 def test_our_loss_is_the_models_own_cross_entropy_and_the_cached_tower_changes_nothing(repo):
     """Without num_items_in_batch our loss is the model's own mean over the slots; with it, the sum over
     the count (what makes gradient accumulation exact). The frozen tower's cached outputs give the same loss."""
-    model = checkpoint.load(repo / "models/base").eval()
+    model = chain.load(repo / "models/base").eval()
     processor = aligner.load_processor(repo / "models/base")
     raw = batch(repo, model, processor)
     slots = int((raw["labels"] != -100).sum())
@@ -158,7 +158,7 @@ def test_finetune_rejects_an_utterance_without_timestamps_and_trains(tuned):
 
 def test_frozen_parts_stay_bit_identical_while_lora_and_the_head_learn(tuned):
     repo, _ = tuned
-    base, new = checkpoint.load(repo / "models/base"), checkpoint.load(repo / "models/finetune/s1")
+    base, new = chain.load(repo / "models/base"), chain.load(repo / "models/finetune/s1")
     b, n = base.state_dict(), new.state_dict()
     for prefix in ("model.audio_tower.", "model.multi_modal_projector."):
         assert all(torch.equal(b[k], n[k]) for k in b if k.startswith(prefix)), prefix
@@ -177,12 +177,12 @@ def test_lora_merge_gives_the_adapters_logits(tuned):
     from peft import PeftModel
 
     repo, _ = tuned
-    adapter = PeftModel.from_pretrained(checkpoint.load(repo / "models/base"), repo / "models/finetune/s1/adapter").eval()
-    merged = checkpoint.load(repo / "models/finetune/s1").eval()
+    adapter = PeftModel.from_pretrained(chain.load(repo / "models/base"), repo / "models/finetune/s1/adapter").eval()
+    merged = chain.load(repo / "models/finetune/s1").eval()
     inputs = batch(repo, merged, aligner.load_processor(repo / "models/base"))
     inputs.pop("labels")
     with torch.no_grad():
-        a, m, b = (net(**inputs).logits for net in (adapter, merged, checkpoint.load(repo / "models/base").eval()))
+        a, m, b = (net(**inputs).logits for net in (adapter, merged, chain.load(repo / "models/base").eval()))
     assert torch.allclose(a, m, atol=1e-4) and not torch.allclose(a, b, atol=1e-3)
 
 
@@ -194,7 +194,7 @@ def test_decode_gives_one_monotonic_time_pair_per_unit(tuned):
 
     repo, _ = tuned
     in_process(repo, merge)
-    assert families.of(repo / "models/merged") == "aligner"
+    assert registry.of(repo / "models/merged") == "aligner"
     items, audio = clips(repo)
     transcribe, runtime = decode.transcriber(params.load(repo / "params.yaml"), repo / "models/merged", repo / "unused")
     out = transcribe(items, audio)
@@ -215,9 +215,9 @@ def test_pseudo_labels_time_what_has_no_timestamps_and_jsonl_marks_them(repo, tm
     """align.pseudo_labels: the base aligner times each utterance without timestamps (one pair per unit,
     inside the clip, the same bytes again), jsonl takes them marked as pseudo; off: an empty file and
     no timestamps; a base model that is no aligner: a one-line error."""
+    from asrtune.corpus.timestamps import problem
     from asrtune.errors import UserError
     from asrtune.stages import ingest, jsonl, pseudo
-    from asrtune.timestamps import problem
 
     work = tmp_path / "work"
     (work / "models").mkdir(parents=True)

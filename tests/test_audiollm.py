@@ -19,10 +19,10 @@ import soundfile as sf
 import torch
 from conftest import asrtune, in_process, params_for
 
-from asrtune import checkpoint
-from asrtune.chatml import examples
+from asrtune.corpus.chatml import examples
+from asrtune.corpus.manifest import read_jsonl
 from asrtune.families import audiollm
-from asrtune.manifest import read_jsonl
+from asrtune.weights import chain
 
 PARTS = ("encoder", "adaptor", "llm")
 ARCHS = ("fun_asr_nano", "qwen3_asr")
@@ -86,10 +86,10 @@ def test_base_keeps_the_checkpoint_and_the_family_comes_from_its_config(arch_dat
     from transformers import AutoModelForSpeechSeq2Seq
 
     repo, source = arch_data
-    ours, theirs = checkpoint.load(repo / "models/base"), AutoModelForSpeechSeq2Seq.from_pretrained(source)
+    ours, theirs = chain.load(repo / "models/base"), AutoModelForSpeechSeq2Seq.from_pretrained(source)
     assert same(ours.state_dict(), theirs.state_dict())
     assert ours.lm_head.weight is ours.model.language_model.embed_tokens.weight  # still tied
-    assert checkpoint.family_of(repo / "models/base") == "audiollm"
+    assert chain.family_of(repo / "models/base") == "audiollm"
     assert (repo / "models/base/tokenizer.json").is_file() and (repo / "models/base/chat_template.jinja").is_file()
 
 
@@ -97,12 +97,12 @@ def test_training_sees_the_prompt_decode_sends_and_learns_only_the_transcript(ar
     """The prompt ids come from the processor's own transcription request (the checkpoint's chat
     template, its audio placeholder expanded by the processor); labels cover `text<|im_end|>` only."""
     repo, _ = arch_data
-    model = checkpoint.load(repo / "models/base")
+    model = chain.load(repo / "models/base")
     processor = audiollm.load_processor(repo / "models/base")
     tok = processor.tokenizer
     audio = sf.read(repo / examples(read_jsonl(repo / "data/mix/s1/val.jsonl"))[0].audio, dtype="float32")[0]
     request = processor.apply_transcription_request([audio], language="zh")  # what a user of transformers decodes with
-    from asrtune.chatml import Example
+    from asrtune.corpus.chatml import Example
 
     item = audiollm.item_maker(model, processor, SimpleParams())(Example("k", "a.wav", "患者需要复查CT", "", ""), len(audio))
     ids, labels = item["input_ids"], item["labels"]
@@ -131,7 +131,7 @@ def test_qwen3_asr_with_no_language_forced_learns_to_name_it(tiny_qwen3_asr_dir)
     itself, so training learns that header before the transcript (else fine-tuning teaches the model to
     stop naming the language), tokenized as the processor forces it; exactly the prompt is masked; and
     decoding strips the header again."""
-    from asrtune.chatml import Example
+    from asrtune.corpus.chatml import Example
     from asrtune.errors import UserError
 
     processor = audiollm.load_processor(tiny_qwen3_asr_dir)
@@ -156,7 +156,7 @@ def test_qwen3_asr_with_no_language_forced_learns_to_name_it(tiny_qwen3_asr_dir)
 
 def test_fun_asr_nano_with_no_language_learns_the_bare_transcript(tiny_fun_asr_dir):
     """Fun-ASR-Nano writes no language header: null only changes its prompt (语音转写：)."""
-    from asrtune.chatml import Example
+    from asrtune.corpus.chatml import Example
 
     processor = audiollm.load_processor(tiny_fun_asr_dir)
     ids, labels = audiollm.item_maker(None, processor, NoLanguage())(Example("k", "a.wav", "123", "", ""), 16000).values()
@@ -177,7 +177,7 @@ def test_left_and_right_padding_give_the_same_loss_as_the_models_own(arch_data):
     the model's own cross-entropy on the same labels (the Qwen3-ASR SFT script's left-padding bug
     and Fun-ASR's context header are what this guards against)."""
     repo, _ = arch_data
-    model = checkpoint.load(repo / "models/base").eval()
+    model = chain.load(repo / "models/base").eval()
     _, _, _, right = batch_of(repo, model, side="right")
     _, _, _, left = batch_of(repo, model, side="left")
     assert not torch.equal(right["attention_mask"], left["attention_mask"])  # rows of different lengths: padded
@@ -194,7 +194,7 @@ def test_a_clips_audio_embeddings_do_not_depend_on_its_batch(arch_data):
     adaptor config without an attention implementation and drops the adaptor's mask (0.0185 off here);
     family.load_plain sets it."""
     repo, _ = arch_data
-    model = checkpoint.load(repo / "models/base").eval()
+    model = chain.load(repo / "models/base").eval()
     processor = audiollm.load_processor(repo / "models/base")
     arch = audiollm.arch_of(model)
     rng = torch.Generator().manual_seed(0)
@@ -211,7 +211,7 @@ def test_a_clips_audio_embeddings_do_not_depend_on_its_batch(arch_data):
 
 def test_audio_tower_cache_gives_the_same_loss_as_recomputing(arch_data):
     repo, _ = arch_data
-    model = checkpoint.load(repo / "models/base").eval()
+    model = chain.load(repo / "models/base").eval()
     _, _, _, raw = batch_of(repo, model)
     _, _, _, cached = batch_of(repo, model, cached=True)
     assert "input_features" not in cached and "encoder_hidden" in cached
@@ -221,7 +221,7 @@ def test_audio_tower_cache_gives_the_same_loss_as_recomputing(arch_data):
 
 
 def test_frozen_tower_is_bit_identical_while_adaptor_and_lora_learn(lora_run):
-    base, tuned = checkpoint.load(lora_run / "models/base"), checkpoint.load(lora_run / "models/finetune/s1")
+    base, tuned = chain.load(lora_run / "models/base"), chain.load(lora_run / "models/finetune/s1")
     assert same(part_state(base, "encoder"), part_state(tuned, "encoder"))
     assert not same(part_state(base, "adaptor"), part_state(tuned, "adaptor"))
     q = "model.language_model.layers.0.self_attn.q_proj.weight"
@@ -245,7 +245,7 @@ def test_each_freeze_flag_freezes_what_it_names(arch_data, tmp_path, frozen):
     shutil.copytree(data, repo)
     flags = {f"train.freeze_{part}": part == frozen for part in PARTS}
     finetune(repo, source, **flags, **{"train.lora.r": 0})  # r=0: the unfrozen parts train fully
-    base, tuned = checkpoint.load(repo / "models/base"), checkpoint.load(repo / "models/finetune/s1")
+    base, tuned = chain.load(repo / "models/base"), chain.load(repo / "models/finetune/s1")
     for part in PARTS:
         assert same(part_state(base, part), part_state(tuned, part)) == (part == frozen), part
     from safetensors.torch import load_file
@@ -256,7 +256,7 @@ def test_each_freeze_flag_freezes_what_it_names(arch_data, tmp_path, frozen):
 
 
 def test_frozen_parts_stay_in_eval_mode(arch_data):
-    model = checkpoint.load(arch_data[0] / "models/base")
+    model = chain.load(arch_data[0] / "models/base")
     audiollm.freeze(model, True, False, True)
     model.train()
     assert not model.model.audio_tower.training and not model.model.language_model.training
@@ -266,9 +266,9 @@ def test_frozen_parts_stay_in_eval_mode(arch_data):
 def test_lora_merge_equals_adapter_outputs(lora_run):
     from peft import PeftModel
 
-    adapter = PeftModel.from_pretrained(checkpoint.load(lora_run / "models/base"), lora_run / "models/finetune/s1/adapter").eval()
-    merged = checkpoint.load(lora_run / "models/finetune/s1").eval()
-    plain = checkpoint.load(lora_run / "models/base").eval()
+    adapter = PeftModel.from_pretrained(chain.load(lora_run / "models/base"), lora_run / "models/finetune/s1/adapter").eval()
+    merged = chain.load(lora_run / "models/finetune/s1").eval()
+    plain = chain.load(lora_run / "models/base").eval()
     _, _, _, batch = batch_of(lora_run, merged)
     batch.pop("labels")
     with torch.no_grad():
@@ -285,7 +285,7 @@ def test_cached_and_recomputed_tower_train_the_same(lora_run, arch_data, tmp_pat
     results = {}
     for name, root in (("cached", lora_run), ("recomputed", repo)):
         summary = json.loads((root / "models/finetune/s1/summary.json").read_text())
-        results[name] = (summary["best_val_loss"], part_state(checkpoint.load(root / "models/finetune/s1"), "adaptor"))
+        results[name] = (summary["best_val_loss"], part_state(chain.load(root / "models/finetune/s1"), "adaptor"))
     assert results["cached"][0] == pytest.approx(results["recomputed"][0], rel=1e-5)
     worst = max(float((results["cached"][1][k] - results["recomputed"][1][k]).abs().max()) for k in results["cached"][1])
     # the tower's outputs differ by ~2e-7 between batch compositions (the cache is filled 16 clips at a
@@ -296,7 +296,7 @@ def test_cached_and_recomputed_tower_train_the_same(lora_run, arch_data, tmp_pat
 def test_batched_generation_equals_one_clip_at_a_time(lora_run):
     """Left padding, batched features and the audio splice must not change what a clip decodes to:
     the scores of the first generated tokens of each clip, batched and alone."""
-    model = checkpoint.load(lora_run / "models/finetune/s1").eval()
+    model = chain.load(lora_run / "models/finetune/s1").eval()
     processor, items, audio, _ = batch_of(lora_run, model)
     assert len({len(a) for a in audio}) > 1
 
@@ -328,7 +328,7 @@ def test_merged_model_loads_with_transformers_alone(lora_run, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(lora_run / "models/merged")], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "1" and "ForConditionalGeneration" in out.stdout
-    tuned = checkpoint.load(lora_run / "models/finetune/s1")
+    tuned = chain.load(lora_run / "models/finetune/s1")
     from transformers import AutoModelForSpeechSeq2Seq
 
     assert same(AutoModelForSpeechSeq2Seq.from_pretrained(lora_run / "models/merged").state_dict(), tuned.state_dict())
@@ -416,8 +416,7 @@ def test_bf16_trains_and_decodes_on_cpu(arch_data, tmp_path):
     learned-positions loss), then a bf16 decode."""
     if "qwen" in arch_data[1].name:
         pytest.skip("the Trainer path this checks is the same for both architectures; Fun-ASR-Nano runs it")
-    from asrtune.stages import decode, merge
-    from asrtune.stages import finetune as finetune_stage
+    from asrtune.stages import decode, finetune as finetune_stage, merge
 
     data, source = arch_data
     repo = tmp_path / "repo"
@@ -433,6 +432,6 @@ def test_bf16_trains_and_decodes_on_cpu(arch_data, tmp_path):
 
 
 def test_the_family_table_names_every_architecture_the_families_know():
-    from asrtune.families import AUDIOLLM_TYPES
+    from asrtune.families.registry import AUDIOLLM_TYPES
 
-    assert set(audiollm.ARCHS) == set(AUDIOLLM_TYPES)  # families.of() and the audiollm family agree
+    assert set(audiollm.ARCHS) == set(AUDIOLLM_TYPES)  # registry.of() and the audiollm family agree

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from asrtune.audio import to_16k_mono
-from asrtune.espeak import Espeak
-from asrtune.whisper_ct2 import convert, offline_whisper_base_dir, read_ct2_model
+from asrtune.corpus.audio import to_16k_mono
+from asrtune.synth.espeak import Espeak
+from asrtune.weights.ct2_to_transformers import convert, offline_whisper_base_dir, read_ct2_model
 
 CLIPS = [  # (language, text, voice)
     ("en", "Hello world, this is a test of the speech recognizer.", "en"),
@@ -93,9 +93,8 @@ def test_ctranslate2_engine_decodes_as_the_transformers_engine(converted, model_
     """decode.engine=ctranslate2 on models/base converted by CTranslate2's converter: the same
     transcripts as decode.engine=transformers, also where the repetition guard cuts them short."""
     from asrtune import params
-    from asrtune.ctranslate2_engine import MODEL_FILES, Engine
-    from asrtune.ctranslate2_engine import convert as to_ct2
     from asrtune.families import whisper
+    from asrtune.weights.ct2_engine import convert as to_ct2, Engine, MODEL_FILES
     from conftest import REPO
 
     out, _ = converted

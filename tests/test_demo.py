@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from asrtune.demo_corpus import ESPEAK_VOICES, load_topic, read_demo
 from asrtune.errors import UserError
-from asrtune.normalization import normalize
+from asrtune.evaluation.normalization import normalize
 from asrtune.params import Normalize
+from asrtune.synth.demo_corpus import ESPEAK_VOICES, load_topic, read_demo
 
 
 def test_fresh_espeak_engines_give_identical_samples_for_every_voice():
-    from asrtune.espeak import Espeak
+    from asrtune.synth.espeak import Espeak
 
     runs = []
     for _ in range(2):
@@ -29,7 +29,7 @@ def test_fresh_espeak_engines_give_identical_samples_for_every_voice():
 
 
 def test_espeak_phoneme_events_leave_the_samples_alone(monkeypatch):
-    from asrtune import espeak
+    from asrtune.synth import espeak
 
     timed = espeak.Espeak()
     with_events = [timed.synth("请把D二聚体的结果发给ICU", v, 170, 40) for v in ESPEAK_VOICES[:3]]
@@ -52,13 +52,13 @@ def test_demo_corpus_is_reproducible_with_speakers():
 
 KOKORO_SAY = """
 import hashlib, sys
-from asrtune.kokoro import Kokoro
+from asrtune.synth.kokoro import Kokoro
 print(hashlib.sha256(Kokoro().synth(sys.argv[1], {"jf_alpha": 0.3, "jm_kumo": 0.7}, 1.05, "t").samples.tobytes()).hexdigest())
 """
 
 
 def test_kokoro_gives_the_same_bytes_in_another_process():
-    from asrtune.kokoro import Kokoro
+    from asrtune.synth.kokoro import Kokoro
 
     text = "请复查胸部CT。"
     here = Kokoro().synth(text, {"jf_alpha": 0.3, "jm_kumo": 0.7}, 1.05, "t").samples
@@ -68,7 +68,7 @@ def test_kokoro_gives_the_same_bytes_in_another_process():
 
 
 def test_kokoro_spells_acronyms_with_english_letter_names():
-    from asrtune.kokoro import Kokoro
+    from asrtune.synth.kokoro import Kokoro
 
     phonemes = Kokoro().phonemes("转入ICU，复查CT")
     assert "ˈI sˈi jˈu" in phonemes and "sˈi tˈi" in phonemes

@@ -17,8 +17,9 @@ import pytest
 import torch
 from conftest import ASRTUNE, asrtune, in_process, params_for
 
-from asrtune import checkpoint, distributed, precision, training
 from asrtune.errors import UserError
+from asrtune.train import distributed, hf_trainer
+from asrtune.weights import chain, precision
 
 WHISPER = SimpleNamespace(NAME="whisper", FP16_OK=True)
 LLM = SimpleNamespace(NAME="audiollm", FP16_OK=False)
@@ -63,10 +64,10 @@ def test_one_process_never_wraps_the_model_in_data_parallel(tiny_whisper_dir, tm
     from asrtune import params
 
     t = params.Train(stages={"s1": params.TrainStage(init="models/base")})
-    args = training.arguments(t, t.stages["s1"], tmp_path, "fp32", eval_strategy="no", load_best_model_at_end=False)
+    args = hf_trainer.arguments(t, t.stages["s1"], tmp_path, "fp32", eval_strategy="no", load_best_model_at_end=False)
     args._n_gpu = 2  # what TrainingArguments finds on a 2-GPU host without torchrun
-    model = checkpoint.load(tiny_whisper_dir)
-    trainer = training.FamilyTrainer(model=model, args=args, family_loss=None)
+    model = chain.load(tiny_whisper_dir)
+    trainer = hf_trainer.FamilyTrainer(model=model, args=args, family_loss=None)
     assert trainer.args.n_gpu == 1
     assert not isinstance(trainer._wrap_model(trainer.model), torch.nn.DataParallel)
 
@@ -130,11 +131,11 @@ def test_two_runs_of_the_same_training_take_turns(tmp_path):
     """The second waits for the first to let go of the checkpoint folder (then goes on)."""
     import sys
 
-    from asrtune import cache
+    from asrtune.train import cache
 
     folder = tmp_path / "checkpoints/finetune-s1-0123"
     held = cache.lock(folder)
-    code = f"from pathlib import Path; from asrtune import cache; cache.lock(Path({str(folder)!r})); print('got it')"
+    code = f"from pathlib import Path; from asrtune.train import cache; cache.lock(Path({str(folder)!r})); print('got it')"
     second = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         second.wait(timeout=3)

@@ -16,8 +16,9 @@ from test_audiollm import arch_data  # noqa: F401 - the module-scoped fixture: a
 from test_audiollm import batch_of
 from test_training import whisper_batch
 
-from asrtune import checkpoint, training
 from asrtune.families import aligner, audiollm, whisper
+from asrtune.train import hf_trainer
+from asrtune.weights import chain
 
 
 def lora(repo: Path, fam, train_encoder: bool = False, train_adaptor: bool = False, moved: bool = False):
@@ -26,7 +27,7 @@ def lora(repo: Path, fam, train_encoder: bool = False, train_adaptor: bool = Fal
     from peft import get_peft_model
 
     torch.manual_seed(0)
-    model = checkpoint.load(repo / "models/base")
+    model = chain.load(repo / "models/base")
     fam.freeze(model, not train_encoder, not train_adaptor, False)
     peft = get_peft_model(model, fam.lora_config(4, 8, 0.0, None, train_encoder, train_adaptor, model=model)).train()
     if moved:
@@ -103,8 +104,8 @@ def check_teacher_and_loss(family: str, repo: Path) -> None:
     tuned = lora(repo, fam, train_encoder=family == "whisper", train_adaptor=family == "audiollm", moved=True)
     _, batch = batches(repo, family, tuned)
     inputs = {k: v for k, v in batch.items() if k != "general"}
-    base_model = checkpoint.load(repo / "models/base").eval()
-    distill = training.Distill(0.7, fam.learned_logits)
+    base_model = chain.load(repo / "models/base").eval()
+    distill = hf_trainer.Distill(0.7, fam.learned_logits)
     with torch.no_grad():
         want, _, learned = fam.learned_logits(base_model, base_model, inputs)
         with distill.teacher_of(tuned) as (teacher, teacher_base):
@@ -135,12 +136,12 @@ def test_kl_is_zero_at_init_and_a_batch_without_general_rows_is_todays_loss(data
         return loss.detach(), {n: p.grad.clone() for n, p in tuned.named_parameters() if p.grad is not None}
 
     ce, ce_grads = step(lambda: whisper.loss(tuned, inner, inputs))
-    distilled, grads = step(lambda: training.Distill(10.0, whisper.learned_logits).loss(tuned, tuned, inner, batch))
+    distilled, grads = step(lambda: hf_trainer.Distill(10.0, whisper.learned_logits).loss(tuned, tuned, inner, batch))
     assert torch.equal(distilled, ce)
     assert grads.keys() == ce_grads.keys() and all(torch.allclose(grads[k], ce_grads[k], atol=1e-7) for k in grads)
-    assert float(reference_kl(tuned, checkpoint.load(data_repo / "models/base").eval(), whisper, batch)) == 0.0
+    assert float(reference_kl(tuned, chain.load(data_repo / "models/base").eval(), whisper, batch)) == 0.0
     domain = {**batch, "general": torch.zeros_like(batch["general"])}
-    alone, alone_grads = step(lambda: training.Distill(10.0, whisper.learned_logits).loss(tuned, tuned, inner, domain))
+    alone, alone_grads = step(lambda: hf_trainer.Distill(10.0, whisper.learned_logits).loss(tuned, tuned, inner, domain))
     assert torch.equal(alone, ce) and all(torch.equal(alone_grads[k], ce_grads[k]) for k in ce_grads)
 
 
@@ -184,7 +185,7 @@ def test_distill_0_trains_as_without_the_key_and_distill_trains_only_what_trains
     summary, adapter = outputs(repo)
     assert adapter.keys() == zero[1].keys() and any(not torch.equal(adapter[k], zero[1][k]) for k in adapter)
     assert summary["best_val_loss"] > 0
-    base, tuned = (checkpoint.load(d).state_dict() for d in (repo / "models/base", repo / "models/finetune/s1"))
+    base, tuned = (chain.load(d).state_dict() for d in (repo / "models/base", repo / "models/finetune/s1"))
     moved = {k for k in base if not torch.equal(base[k], tuned[k])}
     assert moved and all(".decoder.layers." in k and k.endswith(("q_proj.weight", "v_proj.weight", "out_proj.weight", "fc1.weight",
                                                                  "fc2.weight")) for k in moved)  # LoRA's targets only
@@ -200,8 +201,8 @@ def test_distill_without_lora_keeps_a_frozen_copy_and_merge_scales_the_update(re
 
     printed = finetune(repo, tiny_whisper_dir, **{"train.distill": 1.0, "train.lora.r": 0})
     assert "full on the unfrozen parts" in printed and "distilled to models/base" in printed
-    base = checkpoint.load(repo / "models/base").state_dict()
-    tuned = checkpoint.load(repo / "models/finetune/s1").state_dict()
+    base = chain.load(repo / "models/base").state_dict()
+    tuned = chain.load(repo / "models/finetune/s1").state_dict()
     assert all(torch.equal(base[k], tuned[k]) for k in base if k.startswith("model.encoder."))
     assert not torch.equal(base["model.decoder.embed_tokens.weight"], tuned["model.decoder.embed_tokens.weight"])
     one_stage = {"train.stages": {"s1": {"init": "models/base", "epochs": 1}}, "mix.stages": {"s1": {"general": 0.5}}}
@@ -215,7 +216,7 @@ def test_distill_without_lora_keeps_a_frozen_copy_and_merge_scales_the_update(re
     assert all(torch.equal(merged[1.0][k], tuned[k]) for k in merged[1.0])
     assert all(torch.allclose(merged[1e-6][k], base[k], atol=1e-6) for k in merged[1e-6])
     assert all(torch.allclose(merged[0.5][k], (base[k] + tuned[k]) / 2, atol=1e-6) for k in merged[0.5])
-    halfway = checkpoint.load(repo / "models/merged")
+    halfway = chain.load(repo / "models/merged")
     assert torch.equal(halfway.proj_out.weight, halfway.model.decoder.embed_tokens.weight)
     assert torch.allclose(halfway.proj_out.weight, (base["proj_out.weight"] + tuned["proj_out.weight"]) / 2, atol=1e-6)
 
@@ -225,8 +226,7 @@ def test_lora_merge_scale_scales_the_summed_update(repo, tiny_whisper_dir):
     weights, not s1's."""
     from safetensors.torch import load_file
 
-    from asrtune.stages import finetune as stage
-    from asrtune.stages import merge
+    from asrtune.stages import finetune as stage, merge
 
     two = {"train.stages": {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-2},
                             "s2": {"init": "models/finetune/s1", "epochs": 1, "learning_rate": 1e-2}},
@@ -236,8 +236,8 @@ def test_lora_merge_scale_scales_the_summed_update(repo, tiny_whisper_dir):
     in_process(repo, stage, "s2")
     params_for(repo, tiny_whisper_dir, **two, **{"merge.scale": 0.25})
     in_process(repo, merge)
-    base = checkpoint.load(repo / "models/base").state_dict()
-    s1, s2 = (checkpoint.load(repo / f"models/finetune/{s}").state_dict() for s in ("s1", "s2"))
+    base = chain.load(repo / "models/base").state_dict()
+    s1, s2 = (chain.load(repo / f"models/finetune/{s}").state_dict() for s in ("s1", "s2"))
     merged = load_file(repo / "models/merged/model.safetensors")
     q = "model.decoder.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(s1[q], s2[q], atol=1e-6)
@@ -256,7 +256,7 @@ def test_audio_llm_distills_through_the_stage(arch_data, tmp_path):  # noqa: F81
     params_for(repo, arch_data[1], **{"train.distill": 1.0, "train.freeze_adaptor": False, "train.stages.s1.learning_rate": 1e-2})
     printed = in_process(repo, stage, "s1")
     assert "distilled to models/base" in printed and "encoder outputs cached" in printed
-    base, tuned = (checkpoint.load(repo / d) for d in ("models/base", "models/finetune/s1"))
+    base, tuned = (chain.load(repo / d) for d in ("models/base", "models/finetune/s1"))
     tower = zip(base.model.audio_tower.state_dict().values(), tuned.model.audio_tower.state_dict().values())
     assert all(torch.equal(a, b) for a, b in tower)
     assert not all(torch.equal(a, b) for a, b in zip(base.model.multi_modal_projector.state_dict().values(),

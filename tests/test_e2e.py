@@ -136,7 +136,7 @@ def test_pipeline_end_to_end(dvc_repo, tiny_fun_asr_dir, tiny_aligner_dir):
 
     # an experiment: a Fun-ASR-Nano checkpoint in Fun-ASR's own layout as the base model (the audiollm
     # family, from its config) reruns everything downstream of the base model, never ingest
-    from asrtune import funasr_layout
+    from asrtune.weights import funasr_layout
 
     funasr_layout.to_funasr(tiny_fun_asr_dir, dvc_repo / "models/sources/fun-asr-nano")
     commit(dvc_repo, "baseline")

@@ -19,8 +19,8 @@ import torch
 import yaml
 
 from asrtune.errors import UserError
-from asrtune.funasr_layout import CTC_FILE, is_funasr_dir, to_funasr, to_transformers
 from asrtune.testing import tiny_text_config, demo_texts, tiny_qwen_tokenizer, write_tiny_fun_asr_nano
+from asrtune.weights.funasr_layout import CTC_FILE, is_funasr_dir, to_funasr, to_transformers
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 32768  # funasr's WavFrontend upscales [-1, 1] audio to int16 range (upsacle_samples=True)

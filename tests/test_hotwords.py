@@ -15,9 +15,10 @@ import pytest
 import torch
 from conftest import in_process, params_for
 
-from asrtune import hotwords, paths
-from asrtune.chatml import Example
-from asrtune.scoring import align, biased, false_alarms, term_counts, term_mask, term_tokens
+from asrtune import paths
+from asrtune.corpus.chatml import Example
+from asrtune.evaluation import hotwords
+from asrtune.evaluation.scoring import align, biased, false_alarms, term_counts, term_mask, term_tokens
 
 # --- metrics on hand-made rows -------------------------------------------------------------------------------
 
@@ -151,7 +152,8 @@ def test_whisper_trains_on_the_prompt_generate_reads_with_a_list(tiny_whisper_di
 
 
 def test_whisper_cuts_a_long_list_to_its_224_prompt_tokens_in_list_order(tiny_whisper_dir):
-    from asrtune.families import WHISPER_CONTEXT_TOKENS, whisper
+    from asrtune.families import whisper
+    from asrtune.families.shared import WHISPER_CONTEXT_TOKENS
 
     tok = whisper.load_processor(tiny_whisper_dir).tokenizer
     terms = [f"第{i}种药" for i in range(200)]
@@ -165,8 +167,8 @@ def test_whisper_cuts_a_long_list_to_its_224_prompt_tokens_in_list_order(tiny_wh
 
 def test_ctranslate2_sends_the_transformers_prompt_with_a_list(tiny_whisper_dir, tmp_path):
     pytest.importorskip("ctranslate2")
-    from asrtune.ctranslate2_engine import Engine, convert
     from asrtune.families import whisper
+    from asrtune.weights.ct2_engine import Engine, convert
 
     convert(tiny_whisper_dir, tmp_path / "ct2", "float32")
     engine, tok = Engine(tmp_path / "ct2"), whisper.load_processor(tiny_whisper_dir).tokenizer
@@ -275,25 +277,25 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
 
 def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisper_dir, tmp_path):
     """train.hotwords through the stage: the lists the run trains on are the sampler's, in the prompt, never learned."""
-    from asrtune import training
     from asrtune.stages import finetune
+    from asrtune.train import hf_trainer
 
     repo = tmp_path / "repo"
     shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots"))
     shutil.copytree(Path(__file__).resolve().parents[1] / "data/hotwords", repo / "data/hotwords")
     params_for(repo, tiny_whisper_dir, **{"train.hotwords": {"enabled": True, "terms": "data/hotwords/medical.txt", "distractors": 4}})
     items = []
-    original = training.SpeechDataset.__getitem__
+    original = hf_trainer.SpeechDataset.__getitem__
 
     def spy(self, i):
         items.append(original(self, i))
         return items[-1]
 
-    training.SpeechDataset.__getitem__ = spy
+    hf_trainer.SpeechDataset.__getitem__ = spy
     try:
         said = in_process(repo, finetune, "s1")
     finally:
-        training.SpeechDataset.__getitem__ = original
+        hf_trainer.SpeechDataset.__getitem__ = original
     assert "context list from the 96 terms of data/hotwords/medical.txt" in said and (repo / "models/finetune/s1").is_dir()
     prev = 50361  # <|startofprev|>
     listed = [it for it in items if it["decoder_input_ids"][0] == prev]

@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 from conftest import in_process, params_for, write_audio
 
-from asrtune import audio, sources
+from asrtune.corpus import audio, sources
+from asrtune.corpus.ingestion import ingest
+from asrtune.corpus.manifest import read_jsonl
+from asrtune.corpus.sources import Candidate, Rejection, read_chatml, read_folder, read_kaldi, read_table
 from asrtune.errors import UserError
-from asrtune.ingestion import ingest
-from asrtune.manifest import read_jsonl
-from asrtune.sources import Candidate, Rejection, read_chatml, read_folder, read_kaldi, read_table
 
 
 def run_ingest(items, tmp_path, min_d=0.1, max_d=30.0):

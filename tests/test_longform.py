@@ -57,8 +57,8 @@ def _outputs(repo: Path) -> dict[str, bytes]:
 def runs(data_repo, tiny_whisper_dir, tmp_path_factory):
     """The stage run twice on the same inputs: with the tiny random Whisper, then with a perfect "model" (transcribe_file
     gives each recording its reference). Recordings of at most 2.2 longest clips, so that speakers get several."""
-    from asrtune import transcribe
     from asrtune.stages import longform
+    from asrtune.transcription import transcribe
 
     limits = {"longform.max_seconds": round(2.2 * _longest_clip(data_repo), 2), "longform.min_seconds": 0.0}
     repo = _repo(tmp_path_factory.mktemp("longform") / "r", data_repo, tiny_whisper_dir, **limits)
@@ -115,8 +115,8 @@ def test_the_same_inputs_give_the_same_recordings(runs):
 
 def test_metrics_beside_the_per_clip_cer_of_the_same_clips(runs, data_repo):
     from asrtune import params
-    from asrtune.normalization import normalize
-    from asrtune.scoring import Counts, align
+    from asrtune.evaluation.normalization import normalize
+    from asrtune.evaluation.scoring import Counts, align
 
     repo, metrics = runs["repo"], runs["metrics"]
     opts = params.Normalize()

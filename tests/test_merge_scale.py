@@ -13,9 +13,10 @@ import pytest
 import torch
 from conftest import in_process, params_for
 
-from asrtune import checkpoint, params
+from asrtune import params
 from asrtune.errors import UserError
 from asrtune.stages import merge, sweep
+from asrtune.weights import chain
 
 ONE_STAGE = {"train.stages": {"s1": {"init": "models/base", "epochs": 1, "learning_rate": 1e-2}},
              "mix.stages": {"s1": {"general": 0.5}}}
@@ -77,10 +78,10 @@ def val_counts(repo: Path, model_dir: str, corpus: str):
 
     import soundfile as sf
 
-    from asrtune.chatml import examples
-    from asrtune.manifest import read_jsonl
-    from asrtune.normalization import normalize
-    from asrtune.scoring import Counts, align
+    from asrtune.corpus.chatml import examples
+    from asrtune.corpus.manifest import read_jsonl
+    from asrtune.evaluation.normalization import normalize
+    from asrtune.evaluation.scoring import Counts, align
     from asrtune.stages.decode import decode_all, transcriber
 
     cwd = os.getcwd()
@@ -125,9 +126,9 @@ def test_sweep_writes_a_row_per_scale_and_merge_takes_its_choice(tuned, tiny_whi
     printed = in_process(tuned, merge)
     assert json.loads((tuned / "models/merged" / merge.RECORD).read_text()) == {"scale": chosen, "chosen_by": "auto"}
     assert f"scale {chosen:g}, chosen by the sweep" in printed
-    base = checkpoint.load(tuned / "models/base").state_dict()
-    ft = checkpoint.load(tuned / "models/finetune/s1").state_dict()
-    merged = checkpoint.load(tuned / "models/merged").state_dict()
+    base = chain.load(tuned / "models/base").state_dict()
+    ft = chain.load(tuned / "models/finetune/s1").state_dict()
+    merged = chain.load(tuned / "models/merged").state_dict()
     assert all(torch.allclose(merged[k], base[k] + chosen * (ft[k] - base[k]), atol=1e-6) for k in merged if merged[k].is_floating_point())
     for scale in dict.fromkeys([chosen, 0.5]):  # the sweep's in-memory model at a scale is what merge writes for it
         if scale != chosen:
@@ -155,9 +156,9 @@ def test_merge_auto_takes_the_scale_the_sweep_wrote(tuned, tiny_whisper_dir):
     out.write_text(json.dumps({"scale": 0.5, "chosen_by": "auto"}))
     in_process(tuned, merge)
     assert json.loads((tuned / "models/merged" / merge.RECORD).read_text()) == {"scale": 0.5, "chosen_by": "auto"}
-    base = checkpoint.load(tuned / "models/base").state_dict()
-    ft = checkpoint.load(tuned / "models/finetune/s1").state_dict()
-    merged = checkpoint.load(tuned / "models/merged").state_dict()
+    base = chain.load(tuned / "models/base").state_dict()
+    ft = chain.load(tuned / "models/finetune/s1").state_dict()
+    merged = chain.load(tuned / "models/merged").state_dict()
     q = "model.decoder.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(base[q], ft[q], atol=1e-6) and torch.allclose(merged[q], (base[q] + ft[q]) / 2, atol=1e-6)
     out.write_text(json.dumps({"scale": 1.0, "chosen_by": "params", "note": "..."}))

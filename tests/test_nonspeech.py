@@ -12,9 +12,9 @@ import pytest
 import yaml
 from conftest import REPO, in_process, params_for, read_jsonl
 
+from asrtune.corpus.ingestion import ingest
+from asrtune.corpus.sources import Candidate
 from asrtune.errors import UserError
-from asrtune.ingestion import ingest
-from asrtune.sources import Candidate
 
 # silence and room noise only: no eSpeak babble, fast to make
 QUIET = {"nonspeech": {"silence": 10, "noise": 10}}
@@ -22,8 +22,7 @@ QUIET = {"nonspeech": {"silence": 10, "noise": 10}}
 
 def quiet_corpus(repo: Path, tiny_whisper_dir: Path, **overrides) -> dict:
     """params: the tiny demo plus `quiet`, a role nonspeech corpus (20 clips), ingested, jsonl'd and split."""
-    from asrtune.stages import ingest as ingest_stage
-    from asrtune.stages import jsonl, split
+    from asrtune.stages import ingest as ingest_stage, jsonl, split
 
     spec = repo / "quiet.yaml"
     spec.write_text(yaml.safe_dump(QUIET), encoding="utf-8")
@@ -51,7 +50,7 @@ def test_a_nonspeech_corpus_keeps_empty_transcripts_only_and_splits_by_clip(tmp_
     assert (result.accepted, result.rejected, dict(result.reasons)) == (1, 1, {"not_empty": 1})
     assert "t:2\tnot_empty\trole nonspeech: the transcript must be empty, got '你好'" in (out / "rejected.tsv").read_text()
 
-    from asrtune.nonspeech import read_nonspeech
+    from asrtune.synth.nonspeech import read_nonspeech
 
     spec = tmp_path / "quiet.yaml"
     spec.write_text(yaml.safe_dump(QUIET), encoding="utf-8")
@@ -102,7 +101,7 @@ def test_training_on_nonspeech_clips_teaches_an_empty_output(data_repo, tmp_path
     import soundfile as sf
 
     from asrtune import params
-    from asrtune.chatml import examples
+    from asrtune.corpus.chatml import examples
     from asrtune.stages import decode, finetune, ingest, jsonl, mix, split
 
     repo = tmp_path / "repo"

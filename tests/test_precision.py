@@ -13,9 +13,10 @@ import torch
 import yaml
 from conftest import REPO
 
-from asrtune import params, precision
+from asrtune import params
 from asrtune.families import whisper
 from asrtune.stages import decode
+from asrtune.weights import precision
 
 
 WAVE = np.sin(np.linspace(0, 2000, 16000)).astype(np.float32) * 0.3

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from asrtune.errors import UserError
-from asrtune.normalization import normalize, tokens
+from asrtune.evaluation.normalization import normalize, tokens
 from asrtune.params import Normalize
-from asrtune.scoring import (Counts, align, bootstrap_rates, by_language, interval95, language, report,
+from asrtune.evaluation.scoring import (Counts, align, bootstrap_rates, by_language, interval95, language, report,
                              resample_rates, resample_seed, significant, term_counts, term_recall, wer_line)
-from asrtune.terms import read_terms
+from asrtune.evaluation.terms import read_terms
 
 ALL = Normalize()
 
@@ -358,7 +358,7 @@ def test_an_interval_without_a_single_resample_to_count_is_null(scored_repo):
     ("", False),
 ])
 def test_a_loop_is_a_run_repeated_back_to_back(text, looping):
-    from asrtune.scoring import loops
+    from asrtune.evaluation.scoring import loops
 
     assert loops(tokens(normalize(text, ALL))) is looping
 

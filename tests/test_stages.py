@@ -13,9 +13,9 @@ import pytest
 import yaml
 from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for, read_jsonl
 
-from asrtune import chatml, mixing
-from asrtune.splitting import assign
-from asrtune.timestamps import units
+from asrtune.corpus import chatml, mixing
+from asrtune.corpus.splitting import assign
+from asrtune.corpus.timestamps import units
 
 
 def test_jsonl_records_are_funasr_chatml_sorted_by_key(data_repo, whisper_tokenizer):
@@ -294,7 +294,7 @@ def _splits(repo: Path, corpus: str) -> dict[str, list[dict]]:
 def test_text_disjoint_split_leaves_no_test_sentence_in_training(tmp_path, tiny_whisper_dir):
     from conftest import in_process
 
-    from asrtune.normalization import normalize
+    from asrtune.evaluation.normalization import normalize
     from asrtune.params import Normalize
     from asrtune.stages import split
 
@@ -350,7 +350,7 @@ def test_text_disjoint_split_that_cannot_give_val_and_test_is_an_error(tmp_path,
 
 
 def test_linked_groups_join_speakers_through_shared_sentences():
-    from asrtune.splitting import groups_for, overlap
+    from asrtune.corpus.splitting import groups_for, overlap
 
     records = [("a1", "A", "x"), ("b1", "B", "x"), ("b2", "B", "y"), ("c1", "C", "z"), ("d1", "", "z"), ("e1", "", "w")]
     assert groups_for(records, "speaker_text") == [("a1", "grp:a1"), ("b1", "grp:a1"), ("b2", "grp:a1"), ("c1", "grp:c1"),

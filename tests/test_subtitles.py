@@ -13,12 +13,12 @@ import pytest
 import soundfile as sf
 from conftest import in_process, params_for
 
-from asrtune import subtitles
+from asrtune.corpus import subtitles
+from asrtune.corpus.ingestion import ingest
+from asrtune.corpus.subtitles import Cue, Rejected, SubtitleError, decode, parse, plan, read_subtitles, shown_lines, spoken
 from asrtune.errors import UserError
-from asrtune.ingestion import ingest
 from asrtune.params import Corpus
 from asrtune.stages import ingest as ingest_stage
-from asrtune.subtitles import Cue, Rejected, SubtitleError, decode, parse, plan, read_subtitles, shown_lines, spoken
 
 RATE = 16000
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO, in_process, params_for, read_jsonl, write_audio
 
-from asrtune.timestamps import problem, read_ctm, units
+from asrtune.corpus.timestamps import problem, read_ctm, units
 
 
 def test_units_are_the_aligners():
@@ -95,7 +95,7 @@ def test_kaldi_ctm_timestamps(tmp_path, tiny_whisper_dir):
 
 
 def test_kokoro_times_every_unit_from_its_durations(tmp_path):
-    from asrtune.kokoro import Kokoro
+    from asrtune.synth.kokoro import Kokoro
 
     text = "请把胸部CT报告送到ICU。"
     engine = Kokoro(tmp_path / "cache")
@@ -112,7 +112,7 @@ def test_kokoro_times_every_unit_from_its_durations(tmp_path):
 
 
 def test_espeak_times_every_unit_from_its_events():
-    from asrtune.espeak import Espeak
+    from asrtune.synth.espeak import Espeak
 
     text = "患者今天做了CT检查，血压120。"
     speech = Espeak().synth(text, "cmn+f1", 160, 50)
@@ -128,7 +128,7 @@ def test_espeak_times_every_unit_from_its_events():
 def test_espeak_word_events_to_unit_spans():
     """Hand-made events: a word that starts inside no unit, a dictionary word of two characters, a unit
     (a digit run) that eSpeak speaks as two words, pauses and a language switch that sound nothing."""
-    from asrtune.espeak import _PHONEME, _WORD, unit_times
+    from asrtune.synth.espeak import _PHONEME, _WORD, unit_times
 
     def word(pos):
         return (_WORD, pos, 0.0, b"")
@@ -163,7 +163,7 @@ def test_whispers_first_unit_loses_the_leading_silence():
 
 
 def test_unit_times_from_byte_level_tokens():
-    from asrtune.timestamps import unit_times
+    from asrtune.corpus.timestamps import unit_times
 
     # 鹦 takes two tokens (its 3 bytes split 2 + 1); 今天 is one token of two characters; CT one word
     ying = "鹦".encode()
@@ -174,7 +174,7 @@ def test_unit_times_from_byte_level_tokens():
 
 
 def test_boundary_errors_time_only_the_units_both_sides_share():
-    from asrtune.scoring import boundary_errors
+    from asrtune.evaluation.scoring import boundary_errors
 
     ref = [["复", 0.1, 0.3], ["查", 0.3, 0.5], ["ct", 0.6, 0.9]]
     hyp = [["复", 0.12, 0.3], ["差", 0.3, 0.5], ["ct", 0.5, 1.0]]  # 查 misrecognized: not timed

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import ASRTUNE, asrtune, assert_one_line_error, params_for
 
-from asrtune import checkpoint
+from asrtune.weights import chain
 
 
 @pytest.fixture
@@ -56,8 +56,8 @@ def lora_run(data_repo, tiny_whisper_dir, tmp_path_factory):
 def test_frozen_encoder_is_bit_identical_and_decoder_learns(lora_run):
     repo, proc = lora_run
     assert proc.stdout.count("has no adaptor") == 1  # whisper says so once, and goes on
-    base = checkpoint.load(repo / "models/base")
-    tuned = checkpoint.load(repo / "models/finetune/s1")
+    base = chain.load(repo / "models/base")
+    tuned = chain.load(repo / "models/finetune/s1")
     assert same(state(base, "model.encoder."), state(tuned, "model.encoder."))
     q = "model.decoder.layers.0.self_attn.q_proj"
     assert not same(state(base, q), state(tuned, q))
@@ -71,8 +71,8 @@ def test_frozen_encoder_is_bit_identical_and_decoder_learns(lora_run):
                                    {"train.stages.s1.freeze_encoder": False, "train.stages.s1.freeze_llm": True}])
 def test_frozen_decoder_is_bit_identical_and_encoder_learns(repo, tiny_whisper_dir, flags):
     finetune(repo, tiny_whisper_dir, **flags, **{"train.stages.s1.learning_rate": 1e-2})
-    base = checkpoint.load(repo / "models/base")
-    tuned = checkpoint.load(repo / "models/finetune/s1")
+    base = chain.load(repo / "models/base")
+    tuned = chain.load(repo / "models/finetune/s1")
     assert same(state(base, "model.decoder."), state(tuned, "model.decoder."))
     assert same(state(base, "proj_out."), state(tuned, "proj_out."))
     assert not same(state(base, "model.encoder."), state(tuned, "model.encoder."))
@@ -81,8 +81,8 @@ def test_frozen_decoder_is_bit_identical_and_encoder_learns(repo, tiny_whisper_d
 
 def test_unfrozen_encoder_trains_fully_beside_lora(repo, tiny_whisper_dir):
     finetune(repo, tiny_whisper_dir, **{"train.freeze_encoder": False, "train.stages.s1.learning_rate": 1e-2})
-    base = checkpoint.load(repo / "models/base")
-    tuned = checkpoint.load(repo / "models/finetune/s1")
+    base = chain.load(repo / "models/base")
+    tuned = chain.load(repo / "models/finetune/s1")
     assert not same(state(base, "model.encoder.layers.0.fc1"), state(tuned, "model.encoder.layers.0.fc1"))
     assert not same(state(base, "model.decoder.layers.0.self_attn.q_proj"), state(tuned, "model.decoder.layers.0.self_attn.q_proj"))
     k = "model.decoder.layers.0.encoder_attn.k_proj"  # not a LoRA target
@@ -102,16 +102,16 @@ def test_lora_merge_equals_adapter_outputs(lora_run):
     from peft import PeftModel
 
     repo, _ = lora_run
-    base = checkpoint.load(repo / "models/base").eval()
+    base = chain.load(repo / "models/base").eval()
     adapter = PeftModel.from_pretrained(base, repo / "models/finetune/s1/adapter").eval()
-    merged = checkpoint.load(repo / "models/finetune/s1").eval()
+    merged = chain.load(repo / "models/finetune/s1").eval()
     torch.manual_seed(0)
     features = torch.randn(2, 80, 3000)
     decoder_ids = torch.tensor([[50258, 50260, 50359, 50363, 1000, 2000]] * 2)
     with torch.no_grad():
         a = adapter(input_features=features, decoder_input_ids=decoder_ids).logits
         m = merged(input_features=features, decoder_input_ids=decoder_ids).logits
-    plain = checkpoint.load(repo / "models/base").eval()
+    plain = chain.load(repo / "models/base").eval()
     with torch.no_grad():
         b = plain(input_features=features, decoder_input_ids=decoder_ids).logits
     assert torch.allclose(a, m, atol=1e-4)
@@ -125,7 +125,7 @@ def test_encoder_cache_gives_the_same_training_as_recomputing(repo, tiny_whisper
         proc = finetune(repo, tiny_whisper_dir, **{"train.cache_encoder": cache, "train.cache_dtype": "float32"})
         assert ("encoder outputs cached" in proc.stdout) == cache
         summary = json.loads((repo / "models/finetune/s1/summary.json").read_text())
-        model = checkpoint.load(repo / "models/finetune/s1")
+        model = chain.load(repo / "models/finetune/s1")
         results[cache] = (summary["best_val_loss"], state(model, "model.decoder."))
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-5)
     assert all(torch.allclose(results[True][1][k], results[False][1][k], atol=1e-6) for k in results[True][1])
@@ -158,7 +158,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo, tiny_whisper_dir
 
 def test_a_checkpoint_killed_while_saving_is_not_resumed_from(tmp_path):
     """The Trainer writes trainer_state.json last: a folder without it is half-written."""
-    from asrtune.training import last_checkpoint
+    from asrtune.train.hf_trainer import last_checkpoint
 
     for step, complete in ((3, True), (6, False), (12, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -177,8 +177,8 @@ def test_learned_positions_loss_equals_the_models_own(tiny_whisper_dir):
     from asrtune.families import whisper
 
     torch.manual_seed(0)
-    plain = checkpoint.load(tiny_whisper_dir).train()
-    lora = get_peft_model(checkpoint.load(tiny_whisper_dir), whisper.lora_config(4, 8, 0.0, None, False, False)).train()
+    plain = chain.load(tiny_whisper_dir).train()
+    lora = get_peft_model(chain.load(tiny_whisper_dir), whisper.lora_config(4, 8, 0.0, None, False, False)).train()
     decoder_input_ids = torch.tensor([[50258, 50260, 50359, 50363, 1000, 2000], [50258, 50260, 50359, 50363, 3000, 0]])
     labels = torch.tensor([[-100, -100, -100, 1000, 2000, 50257], [-100, -100, -100, 3000, 50257, -100]])
     inputs = {"encoder_outputs": (torch.randn(2, 1500, 16),), "decoder_input_ids": decoder_input_ids, "labels": labels}
@@ -197,9 +197,10 @@ def test_learned_positions_loss_equals_the_models_own(tiny_whisper_dir):
 
 def whisper_batch(repo: Path, language: str = "zh", n: int = 4) -> dict:
     """A real training batch: the first `n` examples of data/mix/s1, through the family's item maker and collator."""
-    from asrtune import chatml, params
+    from asrtune import params
+    from asrtune.corpus import chatml
+    from asrtune.corpus.manifest import read_jsonl
     from asrtune.families import whisper
-    from asrtune.manifest import read_jsonl
 
     p = params.load(repo / "params.yaml")
     p = p.model_copy(update={"model": p.model.model_copy(update={"language": language})})
@@ -211,7 +212,7 @@ def whisper_batch(repo: Path, language: str = "zh", n: int = 4) -> dict:
 
 def test_training_feeds_the_decoder_the_prompt_decode_uses(data_repo):
     """The first four decoder inputs of a training batch are what generate() starts from."""
-    model = checkpoint.load(data_repo / "models/base").eval()
+    model = chain.load(data_repo / "models/base").eval()
     decoded = model.generate(torch.randn(1, 80, 3000), language="zh", task="transcribe", max_new_tokens=1,
                              return_dict_in_generate=True).sequences  # with the decoder prompt it started from
     batch = whisper_batch(data_repo)
@@ -226,7 +227,7 @@ def test_training_loss_equals_the_plain_models_loss_under_the_decode_prompt(data
     from asrtune.families import whisper
 
     torch.manual_seed(0)
-    model = checkpoint.load(data_repo / "models/base").train()
+    model = chain.load(data_repo / "models/base").train()
     batch = whisper_batch(data_repo)
     ours = whisper.loss(model, model, batch)
     plain = model(encoder_outputs=batch["encoder_outputs"], decoder_input_ids=batch["decoder_input_ids"], labels=batch["labels"]).loss
@@ -294,7 +295,7 @@ def test_frozen_whisper_parts_stay_in_eval_mode(tiny_whisper_dir):
 
     from asrtune.families import whisper
 
-    model = checkpoint.load(tiny_whisper_dir)
+    model = chain.load(tiny_whisper_dir)
     whisper.freeze(model, True, True, False)
     lora = get_peft_model(model, whisper.lora_config(4, 8, 0.0, None, False, False))
     lora.train()  # what the Trainer does every step
@@ -308,7 +309,7 @@ def test_the_resume_fingerprint_covers_the_code(data_repo, tmp_path):
     from asrtune.stages import finetune
 
     files = {f.name for f in finetune.code_files("whisper")}
-    assert {"finetune.py", "training.py", "checkpoint.py", "encoder_cache.py", "__init__.py"} <= files
+    assert {"finetune.py", "hf_trainer.py", "chain.py", "encoder_cache.py", "registry.py", "shared.py", "whisper.py"} <= files
     assert all(f.is_file() for f in finetune.code_files("audiollm"))
     p = params.load(data_repo / "params.yaml")
     code = tmp_path / "training.py"
@@ -364,7 +365,8 @@ def test_save_steps_checkpoints_and_evaluates_within_an_epoch_and_no_timings_are
 
 
 def test_the_cache_lives_outside_the_workspace_and_can_be_listed_and_cleared(monkeypatch, tmp_path, capsys):
-    from asrtune import cache, paths
+    from asrtune import paths
+    from asrtune.train import cache
 
     monkeypatch.delenv("ASRTUNE_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -386,7 +388,7 @@ def test_the_cache_lives_outside_the_workspace_and_can_be_listed_and_cleared(mon
 
 
 def test_curves_of_a_run_killed_mid_write_are_trimmed_to_the_resumed_step(tmp_path):
-    from asrtune.training import Curves
+    from asrtune.train.hf_trainer import Curves
 
     live = tmp_path / "plots"
     (live / "plots/metrics/eval").mkdir(parents=True)

@@ -22,8 +22,8 @@ TOLERANCE = 0.3  # seconds between a segment's edge and the padded speech edge
 @pytest.fixture(scope="module")
 def speech() -> list[tuple[np.ndarray, float, float]]:
     """Each sentence spoken by eSpeak at 16 kHz, with where its speech starts and ends (its first and last unit)."""
-    from asrtune.audio import to_16k_mono
-    from asrtune.espeak import Espeak
+    from asrtune.corpus.audio import to_16k_mono
+    from asrtune.synth.espeak import Espeak
 
     engine = Espeak()
     out = []
@@ -55,7 +55,7 @@ def recording(speech) -> tuple[np.ndarray, list[tuple[float, float]]]:
 
 
 def test_vad_finds_the_speech_and_nothing_in_the_silence(recording):
-    from asrtune import vad
+    from asrtune.transcription import vad
 
     audio, spans = recording
     segments = vad.segments(audio)
@@ -68,7 +68,7 @@ def test_vad_finds_the_speech_and_nothing_in_the_silence(recording):
 
 
 def test_segments_never_exceed_the_window(speech):
-    from asrtune import vad
+    from asrtune.transcription import vad
 
     clip = speech[0][0]
     long = noisy(np.concatenate([silence(1.0), *[clip] * 9, silence(1.0)]))  # 65 s of speech, pauses under a second
@@ -82,7 +82,7 @@ def test_segments_never_exceed_the_window(speech):
 
 
 def test_a_long_run_is_cut_at_its_quietest_frame():
-    from asrtune import vad
+    from asrtune.transcription import vad
 
     energy = np.ones(100)
     energy[30] = 0.1  # the quietest frame in the second half of the limit (frames 20..40)
@@ -113,7 +113,7 @@ def write_m4a(path: Path, audio: np.ndarray, rate: int = 44100) -> Path:
 
 
 def test_a_non_wav_container_decodes(tmp_path, speech):
-    from asrtune import media
+    from asrtune.transcription import media
 
     clip = speech[1][0]
     path = write_m4a(tmp_path / "talk.m4a", clip)
@@ -125,7 +125,7 @@ def test_a_non_wav_container_decodes(tmp_path, speech):
 
 
 def test_unreadable_media_says_why(tmp_path):
-    from asrtune import media
+    from asrtune.transcription import media
 
     (tmp_path / "broken.mp3").write_bytes(b"not audio at all " * 64)
     for name, why in (("broken.mp3", "not a media file"), ("missing.wav", "no such file")):
@@ -134,7 +134,7 @@ def test_unreadable_media_says_why(tmp_path):
 
 
 def test_settings_from_params_yaml_or_defaults(tmp_path, monkeypatch, tiny_whisper_dir):
-    from asrtune import transcribe
+    from asrtune.transcription import transcribe
 
     monkeypatch.chdir(tmp_path)
     p, source = transcribe.settings(None)
@@ -152,7 +152,7 @@ def test_cli_writes_every_format_and_skips_an_unreadable_file(tmp_path, recordin
 
     import pysubs2
 
-    from asrtune import vad
+    from asrtune.transcription import vad
 
     audio, _ = recording
     folder = tmp_path / "in"
@@ -192,8 +192,9 @@ def test_cli_writes_every_format_and_skips_an_unreadable_file(tmp_path, recordin
 
 def test_timestamps_and_hotwords_reach_the_family(tmp_path, recording, tiny_whisper_dir):
     """decode.timestamps: units in the file's time, inside their segment; --hotwords: every segment's context list."""
-    from asrtune import params, transcribe
+    from asrtune import params
     from asrtune.stages.decode import transcriber
+    from asrtune.transcription import transcribe
 
     audio, _ = recording
     path = tmp_path / "meeting.flac"

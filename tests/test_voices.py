@@ -14,11 +14,11 @@ import yaml
 from conftest import REPO, in_process, params_for, read_jsonl
 
 from asrtune import params
-from asrtune.demo_corpus import ESPEAK_HELDOUT, ESPEAK_VOICES, KOKORO_HELDOUT, read_demo
+from asrtune.corpus.ingestion import ingest
+from asrtune.corpus.sources import Candidate, read_chatml, read_table
+from asrtune.corpus.splitting import voice_parts
 from asrtune.errors import UserError
-from asrtune.ingestion import ingest
-from asrtune.sources import Candidate, read_chatml, read_table
-from asrtune.splitting import voice_parts
+from asrtune.synth.demo_corpus import ESPEAK_HELDOUT, ESPEAK_VOICES, KOKORO_HELDOUT, read_demo
 
 
 def _parts(speaker) -> set[str]:
@@ -89,7 +89,7 @@ def _tiny_nonspeech(path: Path) -> Path:
 
 
 def test_nonspeech_clips_are_the_same_bytes_every_time_with_empty_transcripts():
-    from asrtune.nonspeech import read_nonspeech
+    from asrtune.synth.nonspeech import read_nonspeech
 
     runs = [list(read_nonspeech(REPO / "demo/nonspeech.yaml", 0, say=lambda _: None)) for _ in range(2)]
     counts = yaml.safe_load((REPO / "demo/nonspeech.yaml").read_text(encoding="utf-8"))["nonspeech"]
@@ -111,7 +111,7 @@ def test_nonspeech_clips_are_the_same_bytes_every_time_with_empty_transcripts():
 
 
 def test_nonspeech_spec_errors_name_the_file_and_line(tmp_path):
-    from asrtune.nonspeech import load_spec
+    from asrtune.synth.nonspeech import load_spec
 
     spec = tmp_path / "n.yaml"
     cases = {"nonspeech: {silence: 2, hum: 3}\n": r"n.yaml:1: unknown kind `hum`",

@@ -6,8 +6,9 @@ import sys
 
 import typer
 
-from asrtune import cache, transcribe
 from asrtune.errors import UserError
+from asrtune.train import cache
+from asrtune.transcription import transcribe
 from asrtune.stages import (base, convert, decode, export, finetune, ingest, jsonl, longform, merge, mix, normalize, pseudo, score,
                             split, sweep)
 

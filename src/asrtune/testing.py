@@ -11,7 +11,7 @@ def write_tiny_whisper(out: Path, tokenizer=None, seed: int = 0) -> Path:
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
-    from asrtune.whisper_ct2 import build_generation_config, build_tokenizer, offline_whisper_base_dir, read_ct2_config
+    from asrtune.weights.ct2_to_transformers import build_generation_config, build_tokenizer, offline_whisper_base_dir, read_ct2_config
 
     home = offline_whisper_base_dir()[0]  # the real model's tokenizer, languages, tasks and suppressed tokens
     tokenizer = tokenizer or build_tokenizer(home / "tokenizer.json")
@@ -35,7 +35,7 @@ AUDIO_LLM_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref
 
 # Chat templates written for the tiny models, rendering what the released checkpoints' templates render
 # for a transcription request (a real checkpoint brings its own, and asrtune only ever calls it). Fun-ASR-Nano's
-# is production's (asrtune.funasr_layout gives it to every model converted from Fun-ASR's own layout), imported
+# is production's (asrtune.weights.funasr_layout gives it to every model converted from Fun-ASR's own layout), imported
 # at write_tiny_fun_asr_nano; production never imports this module.
 # Qwen3-ASR: optional system turn (context), user = the audio span, assistant prefilled with
 # "language <name><asr_text>" when the language is forced (continue_final_message).
@@ -98,7 +98,7 @@ def write_tiny_fun_asr_nano(out: Path, tokenizer, seed: int = 0) -> Path:
     import torch
     from transformers import FunAsrNanoConfig, FunAsrNanoFeatureExtractor, FunAsrNanoForConditionalGeneration, FunAsrNanoProcessor
 
-    from asrtune.funasr_layout import FUN_ASR_TEMPLATE
+    from asrtune.weights.funasr_layout import FUN_ASR_TEMPLATE
 
     text = tiny_text_config(tokenizer)
     config = FunAsrNanoConfig(

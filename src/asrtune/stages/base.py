@@ -12,8 +12,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from asrtune import families, params, paths
+from asrtune import params, paths
 from asrtune.errors import UserError
+from asrtune.families import registry
 
 OFFLINE = "offline:whisper-base"
 
@@ -47,8 +48,8 @@ def write_checkpoint(spec: str, out: Path) -> str:
     except (OSError, ValueError) as e:
         raise _fetch_error(spec, local, e) from None
     model_type = config.model_type
-    family = families.name_for(model_type, f"model.base {spec}", config.architectures)
-    auto = getattr(transformers, getattr(families.get(family), "AUTO_MODEL", "AutoModelForSpeechSeq2Seq"))
+    family = registry.name_for(model_type, f"model.base {spec}", config.architectures)
+    auto = getattr(transformers, getattr(registry.get(family), "AUTO_MODEL", "AutoModelForSpeechSeq2Seq"))
     try:
         model = auto.from_pretrained(path, local_files_only=local)
         processor = AutoProcessor.from_pretrained(path, local_files_only=local)
@@ -61,11 +62,11 @@ def write_checkpoint(spec: str, out: Path) -> str:
 
 def write_base(spec: str, out: Path) -> str:
     if spec == OFFLINE:
-        from asrtune.whisper_ct2 import convert, offline_whisper_base_dir
+        from asrtune.weights.ct2_to_transformers import convert, offline_whisper_base_dir
 
         summary = convert(offline_whisper_base_dir(), out)
         return f"converted CTranslate2 whisper-base ({summary['mapped']}/{summary['ct2_tensors']} tensors mapped)"
-    from asrtune import funasr_layout
+    from asrtune.weights import funasr_layout
 
     local = Path(spec).expanduser()
     if funasr_layout.is_funasr_dir(local):

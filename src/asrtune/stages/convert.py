@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 
-from asrtune import families, params, paths
+from asrtune import params, paths
 from asrtune.errors import UserError
+from asrtune.families import registry
 
 NOTE = "NOT_CONVERTED.txt"
 
@@ -30,12 +31,12 @@ def run(model: str) -> None:
                                 "`dvc exp run -S decode.engine=ctranslate2` writes a CTranslate2 copy here.\n")
         print(f"convert {model}: decode.engine={p.decode.engine}, nothing to convert")
         return
-    from asrtune import ctranslate2_engine as ct2_engine
+    from asrtune.weights import ct2_engine
 
     source = paths.model_dir(model)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
-    ct2_engine.check_family(families.of(source))
+    ct2_engine.check_family(registry.of(source))
     stored = ct2_engine.stored_type(p.decode.compute_type)
     ct2_engine.convert(source, out, stored)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20

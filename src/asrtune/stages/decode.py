@@ -7,7 +7,7 @@ greedy unless decode.num_beams > 1, with a repetition guard; writes `key<TAB>tex
 real-time factor. Beside it, <corpus>.capped.txt lists the keys whose generation stopped at the guard's
 max new tokens rather than at an end token (a looping model runs into it), one a line.
 
-With decode.hotwords, a second pass gives each utterance the list as context (asrtune.hotwords; with
+With decode.hotwords, a second pass gives each utterance the list as context (asrtune.evaluation.hotwords; with
 decode.hotwords_select, the terms closest to its first-pass hypothesis) into <corpus>.hotwords.tsv and
 <corpus>.hotwords.capped.txt, scored as <model>+hotwords; without, both are empty.
 """
@@ -21,10 +21,11 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from asrtune import checkpoint, params, paths, precision
-from asrtune.chatml import Example, examples
+from asrtune import params, paths
+from asrtune.corpus.chatml import Example, examples
+from asrtune.corpus.manifest import read_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl
+from asrtune.weights import chain, precision
 
 
 class Guard:
@@ -59,7 +60,7 @@ class Guard:
         net.generate = counted
 
     def watch_ctranslate2(self, engine) -> None:
-        from asrtune.ctranslate2_engine import new_tokens
+        from asrtune.weights.ct2_engine import new_tokens
 
         model, guard = engine.model, self
 
@@ -79,9 +80,9 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
     precision.load_for_inference runs model_dir's; model_dir then names its chain, for the family and processor."""
     guard = Guard()
     if p.decode.engine == "ctranslate2" and net is None:
-        from asrtune.ctranslate2_engine import Engine, check_family
+        from asrtune.weights.ct2_engine import Engine, check_family
 
-        check_family(checkpoint.family_of(model_dir))
+        check_family(chain.family_of(model_dir))
         engine = Engine(ct2_dir)  # computes in the type convert stored (decode.compute_type)
         guard.watch_ctranslate2(engine)
 
@@ -94,7 +95,7 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
 
     transformers.logging.set_verbosity_error()  # generate() warns per batch about settings we chose on purpose
     net, fam = precision.load_for_inference(p, model_dir, net)  # float32 weights, autocast as in training
-    processor = fam.load_processor(checkpoint.root_of(model_dir))
+    processor = fam.load_processor(chain.root_of(model_dir))
     chosen = net.asrtune_precision
     runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
     guard.watch_transformers(net)
@@ -152,7 +153,7 @@ def run(model: str, corpus: str) -> None:
     wall = time.perf_counter() - start
     if p.decode.timestamps and not any("\t" in h for h in hyps.values()):
         why = ("the ctranslate2 engine gives none here (decode.engine: transformers does)" if p.decode.engine == "ctranslate2"
-               else f"{checkpoint.family_of(model_dir)} gives none through transformers (no alignment output)")
+               else f"{chain.family_of(model_dir)} gives none through transformers (no alignment output)")
         print(f"note: decode.timestamps: {why}; metrics/alignment.json will have no timing for {model}")
     out = paths.decode_file(model, corpus)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,12 +170,12 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
               seconds: float) -> None:
     """decode.hotwords: the second pass, each utterance with its context list, into <corpus>.hotwords.tsv (and its
     .capped.txt); without decode.hotwords (or for a forced aligner, given the transcript), both empty."""
-    from asrtune import hotwords
-    from asrtune.terms import read_terms
+    from asrtune.evaluation import hotwords
+    from asrtune.evaluation.terms import read_terms
 
     listed = model + paths.HOTWORDS
     out, capped = paths.decode_file(listed, corpus), set()
-    if p.decode.hotwords is None or checkpoint.family_of(paths.model_dir(model)) == "aligner":
+    if p.decode.hotwords is None or chain.family_of(paths.model_dir(model)) == "aligner":
         out.write_bytes(b"")
         paths.capped_file(listed, corpus).write_bytes(b"")
         return

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 
-from asrtune import families, paths
+from asrtune import paths
 from asrtune.errors import UserError
+from asrtune.families import registry
 
 NOTE = "NOT_EXPORTED.txt"
 
@@ -25,13 +26,13 @@ def run() -> None:
     out = paths.EXPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    model_type = families.model_type(source)
+    model_type = registry.model_type(source)
     if model_type != "fun_asr_nano":
         (out / NOTE).write_text(f"models/merged is a {model_type} model: it is served as it is (transformers). "
                                 "Fun-ASR-Nano models are also written here in Fun-ASR's own layout.\n")
         print(f"export: a {model_type} model has no other layout; models/merged is the deliverable")
         return
-    from asrtune import funasr_layout  # torch: only when there is something to convert
+    from asrtune.weights import funasr_layout  # torch: only when there is something to convert
 
     # models/merged is float32 (as trained); Fun-ASR's files keep the dtypes of the model it was tuned from
     print(f"export: {funasr_layout.to_funasr(source, out / 'funasr', dtypes_of=paths.BASE_MODEL)} -> {out / 'funasr'}")

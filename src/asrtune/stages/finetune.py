@@ -3,7 +3,7 @@
 
 Freeze flags decide what learns; with train.lora.r > 0 an unfrozen decoder/LLM learns through
 LoRA. A frozen encoder's outputs are computed once and reused. train.distill > 0 adds distillation to
-the stage's init model on the general-role utterances (training.Distill). A killed run resumes from its last
+the stage's init model on the general-role utterances (hf_trainer.Distill). A killed run resumes from its last
 checkpoint (kept under the asrtune cache, keyed by this stage's params, data, init, code and
 library versions). train.devices > 1 relaunches the stage under torchrun; rank 0 alone writes.
 """
@@ -17,9 +17,13 @@ import shutil
 import time
 from pathlib import Path
 
-from asrtune import cache, chatml, checkpoint, distributed, families, params, paths, precision
+from asrtune import params, paths
+from asrtune.corpus import chatml
+from asrtune.corpus.manifest import read_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl
+from asrtune.families import registry, shared
+from asrtune.train import cache, distributed
+from asrtune.weights import chain, precision
 
 
 def check_flags(p: params.Params, stage: str, fam, say=print) -> bool:
@@ -35,22 +39,23 @@ def check_flags(p: params.Params, stage: str, fam, say=print) -> bool:
 
 
 # the code a finetune stage trains with, whatever the family: what stages/finetune.py imports, transitively, but
-# the families' packages (tests/test_dvc_deps.py checks that, for each family, code_files is its import closure
+# the family modules (tests/test_dvc_deps.py checks that, for each family, code_files is its import closure
 # less errors, params and paths, which cannot change an output; dvc.yaml's deps are the closure over all families)
-CODE = ("stages/finetune.py", "training.py", "encoder_cache.py", "checkpoint.py", "families/__init__.py", "chatml.py",
-        "sources.py", "timestamps.py", "manifest.py", "precision.py", "distributed.py", "cache.py", "hotwords.py",
-        "normalization.py", "terms.py")
+CODE = ("stages/finetune.py", "train/hf_trainer.py", "train/encoder_cache.py", "weights/chain.py",
+        "families/registry.py", "families/shared.py", "corpus/chatml.py", "corpus/sources.py", "corpus/timestamps.py",
+        "corpus/manifest.py", "weights/precision.py", "train/distributed.py", "train/cache.py", "evaluation/hotwords.py",
+        "evaluation/normalization.py", "evaluation/terms.py")
 
 
 # what else a family's training runs: another family's code (the aligner reuses audiollm's inputs and collator)
 # (the aligner reuses audiollm's inputs and collator)
-SHARED = {"aligner": ("families/audiollm",)}
+SHARED = {"aligner": ("families/audiollm.py",)}
 
 
 def code_files(family: str) -> list[Path]:
     root = Path(__file__).resolve().parents[1]
     extra = [root / f for f in SHARED.get(family, ())]
-    return ([root / f for f in CODE] + sorted((root / "families" / family).rglob("*.py"))
+    return ([root / f for f in CODE] + [root / "families" / f"{family}.py"]
             + [f for e in extra for f in (sorted(e.rglob("*.py")) if e.is_dir() else [e])])
 
 
@@ -86,15 +91,15 @@ def general_keys(records: list[list[dict]], stage: str, say=print) -> set[str] |
 
 
 def context_lists(p: params.Params, family: str):
-    """train.hotwords: example -> its context list (asrtune.hotwords.Sampler); None when off."""
+    """train.hotwords: example -> its context list (asrtune.evaluation.hotwords.Sampler); None when off."""
     h = p.train.hotwords
     if not h.enabled:
         return None
     if family == "aligner":
         raise UserError("train.hotwords: the aligner is given the transcript, a context list has nothing to bias; "
                         "set train.hotwords.enabled: false")
-    from asrtune.hotwords import Sampler
-    from asrtune.terms import read_terms
+    from asrtune.evaluation.hotwords import Sampler
+    from asrtune.evaluation.terms import read_terms
 
     return Sampler(read_terms(Path(h.terms), "train.hotwords.terms"), h.distractors, h.drop, h.empty, h.seed)
 
@@ -117,8 +122,8 @@ def run(stage: str) -> None:
             raise UserError(f"{f}: not found (run `dvc repro mix@{stage}` first)")
     if not init.is_dir():
         raise UserError(f"train.stages.{stage}.init: {init} not found (run `dvc repro` for the stage that writes it)")
-    family = checkpoint.family_of(init)
-    fam = families.get(family)
+    family = chain.family_of(init)
+    fam = registry.get(family)
     use_lora = check_flags(p, stage, fam, say)
     chosen = precision.resolve(p.model.precision, fam, say=say)
     context = context_lists(p, family)
@@ -140,14 +145,14 @@ def run(stage: str) -> None:
         import torch
         import transformers
 
-        from asrtune import training
-        from asrtune.encoder_cache import EncoderCache, weights_digest
+        from asrtune.train import hf_trainer
+        from asrtune.train.encoder_cache import EncoderCache, weights_digest
 
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
-        args = training.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
+        args = hf_trainer.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun
         transformers.set_seed(t.seed)
-        model = checkpoint.load(init)
-        processor = fam.load_processor(checkpoint.root_of(init))
+        model = chain.load(init)
+        processor = fam.load_processor(chain.root_of(init))
         fam.freeze(model, freeze_encoder, freeze_adaptor, freeze_llm)
         if use_lora:
             from peft import get_peft_model
@@ -155,7 +160,7 @@ def run(stage: str) -> None:
             model = get_peft_model(model, fam.lora_config(t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules,
                                                           train_encoder=not freeze_encoder, train_adaptor=not freeze_adaptor,
                                                           model=model))
-        families.keep_fixed(model)
+        shared.keep_fixed(model)
         unwrapped = model.get_base_model() if use_lora else model
         trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
         total = sum(x.numel() for x in model.parameters())
@@ -165,7 +170,7 @@ def run(stage: str) -> None:
         problem = (lambda ex: fam.problem(ex, processor, p)) if hasattr(fam, "problem") else None  # e.g. the aligner: no timestamps
         records = [list(read_jsonl(f)) for f in data]
         (train_ex, too_long_train), (val_ex, too_long_val) = (
-            training.split_too_long(chatml.examples(r), make_item, fam.max_positions(unwrapped), problem) for r in records)
+            hf_trainer.split_too_long(chatml.examples(r), make_item, fam.max_positions(unwrapped), problem) for r in records)
         general = general_keys(records, stage, say) if t.distill else None
         too_long = {**too_long_train, **too_long_val}
         for name, kept in (("train", train_ex), ("val", val_ex)):
@@ -188,20 +193,20 @@ def run(stage: str) -> None:
             new = distributed.total(new, args.device)
             say(f"finetune {stage}: encoder outputs cached for {len(train_ex) + len(val_ex)} clips ({new} computed now) in {encoded.dir}")
 
-        datasets = [training.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded, general)
+        datasets = [hf_trainer.SpeechDataset(ex, make_item, lambda a: fam.features(processor, a), encoded, general)
                     for ex in (train_ex, val_ex)]
         collate, distill = fam.collator(unwrapped, processor), None
         if general is not None:
             # the teacher is this stage's init. LoRA: the same network, adapters disabled (no copy). Without LoRA the
             # trained weights are the model's own: a frozen copy of the init (the memory of one more model, no grads)
-            teacher = None if use_lora else checkpoint.load(init).to(args.device).eval().requires_grad_(False)
-            collate, distill = training.with_roles(collate), training.Distill(t.distill, fam.learned_logits, teacher)
-        resume = training.last_checkpoint(ckpt_dir)
-        callbacks = [timer := training.StepTimer()]
+            teacher = None if use_lora else chain.load(init).to(args.device).eval().requires_grad_(False)
+            collate, distill = hf_trainer.with_roles(collate), hf_trainer.Distill(t.distill, fam.learned_logits, teacher)
+        resume = hf_trainer.last_checkpoint(ckpt_dir)
+        callbacks = [timer := hf_trainer.StepTimer()]
         if main:
-            callbacks.append(training.Curves(live_dir, training.checkpoint_step(resume) if resume else None))
-        trainer = training.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
-                                         data_collator=collate, callbacks=callbacks, family_loss=fam.loss, distill=distill)
+            callbacks.append(hf_trainer.Curves(live_dir, hf_trainer.checkpoint_step(resume) if resume else None))
+        trainer = hf_trainer.FamilyTrainer(model=model, args=args, train_dataset=datasets[0], eval_dataset=datasets[1],
+                                           data_collator=collate, callbacks=callbacks, family_loss=fam.loss, distill=distill)
         world = args.world_size
         device = f"{args.device.type} x {world} processes (DDP)" if world > 1 else str(args.device)
         if torch.cuda.device_count() > world:
@@ -221,9 +226,9 @@ def run(stage: str) -> None:
             return
 
         shutil.rmtree(out, ignore_errors=True)
-        checkpoint.save(trainer.model, out, init, use_lora)
+        chain.save(trainer.model, out, init, use_lora)
         best = trainer.state.best_metric
-        resumed_from = training.checkpoint_step(resume) if resume else 0
+        resumed_from = hf_trainer.checkpoint_step(resume) if resume else 0
         # no timings in the stage output: the same params and data give the same bytes (timings are printed below)
         summary = {"stage": stage, "init": str(init), "lora": use_lora, "trainable_params": trainable, "params": total,
                    "steps": trainer.state.global_step, "resumed_from_step": resumed_from,

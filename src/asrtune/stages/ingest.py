@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from asrtune import params, paths
+from asrtune.corpus.ingestion import Result, ingest
+from asrtune.corpus.sources import Item, Reading, read_chatml, read_folder, read_kaldi, read_table
 from asrtune.errors import UserError
-from asrtune.ingestion import Result, ingest
 from asrtune.params import Corpus
-from asrtune.sources import Item, Reading, read_chatml, read_folder, read_kaldi, read_table
 
 
 def detect_format(corpus: Corpus, name: str) -> str:
@@ -23,7 +23,7 @@ def detect_format(corpus: Corpus, name: str) -> str:
     if src.is_dir():
         if (src / "wav.scp").exists():
             return "kaldi"
-        from asrtune.subtitles import layout
+        from asrtune.corpus.subtitles import layout
 
         subtitled, transcribed = layout(src)
         if subtitled and transcribed:
@@ -39,14 +39,14 @@ def detect_format(corpus: Corpus, name: str) -> str:
 def read_items(corpus: Corpus, fmt: str, name: str = "", max_duration: float = 30.0) -> Reading | Iterator[Item]:
     src = Path(corpus.source)
     if fmt == "demo":
-        from asrtune import nonspeech
+        from asrtune.synth import nonspeech
 
         if nonspeech.is_spec(src):
             if corpus.role not in ("test", "nonspeech"):
                 raise UserError(f"data.corpora.{name}: {src} is a non-speech set: set role: test (evaluation only) or "
                                 "role: nonspeech (trained on, mixed at mix.stages.<s>.nonspeech)")
             return nonspeech.read_nonspeech(src, corpus.seed, evaluation=corpus.role == "test")
-        from asrtune.demo_corpus import read_demo
+        from asrtune.synth.demo_corpus import read_demo
 
         return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice,
                          heldout=corpus.heldout_speakers, test=corpus.role == "test")
@@ -55,7 +55,7 @@ def read_items(corpus: Corpus, fmt: str, name: str = "", max_duration: float = 3
     if fmt == "folder":
         return read_folder(src)
     if fmt == "subtitles":
-        from asrtune.subtitles import read_subtitles
+        from asrtune.corpus.subtitles import read_subtitles
 
         if not src.is_dir():
             raise UserError(f"data.corpora.{name}.source: {src}: a subtitles corpus is a folder of media with same-stem subtitles")
@@ -102,8 +102,8 @@ def run(corpus: str) -> None:
     counts = getattr(items, "counts", None) or {}  # a reader's own tallies (subtitles: cues in = kept + merged + rejected)
     summary.update(counts)
     if fmt == "demo":
-        from asrtune import nonspeech
-        from asrtune.demo_corpus import load_topic
+        from asrtune.synth import nonspeech
+        from asrtune.synth.demo_corpus import load_topic
 
         terms = [] if nonspeech.is_spec(Path(spec.source)) else load_topic(Path(spec.source)).terms
         (out / "terms.txt").write_text("".join(t + "\n" for t in terms), encoding="utf-8")

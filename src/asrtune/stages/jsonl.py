@@ -6,9 +6,10 @@ from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
-from asrtune import chatml, params, paths
+from asrtune import params, paths
+from asrtune.corpus import chatml
+from asrtune.corpus.manifest import read_jsonl, write_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl, write_jsonl
 
 BATCH = 1024  # tokenize in batches: the Rust tokenizer is much quicker per batch than per text
 

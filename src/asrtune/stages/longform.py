@@ -12,7 +12,7 @@ kept): a recorded clip carries up to a second of silence at its edges, which wou
 models/base and models/merged transcribe each recording with `asrtune transcribe`'s own code
 (transcribe.transcribe_file: Silero VAD segments of at most 30 s, decoded by decode.transcriber and decode.decode_all,
 no term list), and the segments' texts, joined, are scored against the joined reference: both normalized by
-normalize.* (asrtune.normalization) and aligned by asrtune.scoring, as score does. Beside it, the per-clip CER of the
+normalize.* (asrtune.evaluation.normalization) and aligned by asrtune.evaluation.scoring, as score does. Beside it, the per-clip CER of the
 very same clips from decode's hypotheses (data/decode/<m>/<c>.tsv, the plain pass, read as normalize reads it), and
 long-form minus per-clip. Intervals: score.bootstrap resamples of each test set's recordings (seeded by score.seed and
 the test set's name), a resampled recording bringing its clips along; every interval of a test set uses the same
@@ -33,15 +33,17 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from asrtune import checkpoint, params, paths, transcribe
-from asrtune.audio import SAMPLE_RATE
-from asrtune.chatml import Example, examples, key_for
+from asrtune import params, paths
+from asrtune.corpus.audio import SAMPLE_RATE
+from asrtune.corpus.chatml import Example, examples, key_for
+from asrtune.corpus.manifest import read_jsonl, write_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl, write_jsonl
-from asrtune.normalization import normalize, tokens
-from asrtune.scoring import Counts, align, bootstrap_rates, interval95, resample_seed, significant
+from asrtune.evaluation.normalization import normalize, tokens
+from asrtune.evaluation.scoring import Counts, align, bootstrap_rates, interval95, resample_seed, significant
 from asrtune.stages.decode import transcriber
 from asrtune.stages.normalize import read_hyps
+from asrtune.transcription import transcribe
+from asrtune.weights import chain
 
 OUT = Path("data/longform")
 AUDIO = OUT / "audio"
@@ -334,7 +336,7 @@ def run() -> None:
         for m in paths.DECODED_MODELS:
             if not paths.decode_file(m, corpus).is_file():
                 raise UserError(f"{paths.decode_file(m, corpus)}: not found (run `dvc repro decode@{m}-{corpus}` first)")
-    if checkpoint.family_of(paths.model_dir("base")) == "aligner":
+    if chain.family_of(paths.model_dir("base")) == "aligner":
         note = "a forced aligner times a given transcript; it cannot transcribe: no long-form evaluation"
         print(f"longform: {note}")
         write_jsonl(MANIFEST, [])

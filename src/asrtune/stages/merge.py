@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from asrtune import checkpoint, families, params, paths
+from asrtune import params, paths
 from asrtune.errors import UserError
+from asrtune.families import registry
+from asrtune.weights import chain
 
 SCALE_FILE = Path("metrics/merge_scale.json")  # the sweep stage's: per-scale val CERs and, under auto, the chosen scale
-RECORD = "asrtune_merge.json"  # in models/merged: {"scale": x, "chosen_by": "auto" | "params"} (not checkpoint.META)
+RECORD = "asrtune_merge.json"  # in models/merged: {"scale": x, "chosen_by": "auto" | "params"} (not chain.META)
 
 
 def run() -> None:
@@ -30,17 +32,17 @@ def run() -> None:
 
     import torch
 
-    from asrtune import funasr_layout  # torch at import: the CLI starts without it
+    from asrtune.weights import funasr_layout  # torch at import: the CLI starts without it
 
     p = params.load()
     last = list(p.train.stages)[-1]
     source = paths.finetune_dir(last)
-    root = checkpoint.root_of(source)
+    root = chain.root_of(source)
     scale, chosen_by = chosen_scale(p)
-    model = checkpoint.load(source).to(torch.float32)
+    model = chain.load(source).to(torch.float32)
     if scale != 1:  # 1 leaves the weights untouched: exactly the tuned model
-        interpolate(model, checkpoint.load(root).to(torch.float32), scale)
-    processor = families.get(checkpoint.family_of(source)).load_processor(root)
+        interpolate(model, chain.load(root).to(torch.float32), scale)
+    processor = registry.get(chain.family_of(source)).load_processor(root)
     shutil.rmtree(paths.MERGED_MODEL, ignore_errors=True)
     model.save_pretrained(paths.MERGED_MODEL)
     processor.save_pretrained(paths.MERGED_MODEL)

@@ -12,7 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from asrtune import mixing, params, paths
+from asrtune import params, paths
+from asrtune.corpus import mixing
 from asrtune.errors import UserError
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 
 from asrtune import params, paths
+from asrtune.corpus.manifest import read_jsonl, write_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl, write_jsonl
-from asrtune.normalization import normalize
+from asrtune.evaluation.normalization import normalize
 
 
 def read_hyps(path) -> tuple[dict[str, str], dict[str, list]]:
@@ -68,7 +68,7 @@ def normalize_one(model: str, corpus: str, records: dict, opts) -> None:
     hyps, times = read_hyps(hyp_file)
     ref_times = {}
     if times:
-        from asrtune.timestamps import units
+        from asrtune.corpus.timestamps import units
 
         ref_times = {k: normalized_times([[u, s, e] for u, (s, e) in zip(units(refs[k]), r["timestamps"])], opts)
                      for k, r in records.items() if r.get("timestamps") is not None and not r.get("pseudo_timestamps")}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
-from asrtune import checkpoint, params, paths
+from asrtune import params, paths
+from asrtune.corpus.manifest import read_jsonl, write_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl, write_jsonl
+from asrtune.weights import chain
 
 
 def run(corpus: str) -> None:
@@ -21,7 +22,7 @@ def run(corpus: str) -> None:
         write_jsonl(out, [])
         print(f"pseudo {corpus}: align.pseudo_labels is false: none made")
         return
-    family = checkpoint.family_of(paths.BASE_MODEL)
+    family = chain.family_of(paths.BASE_MODEL)
     if family != "aligner":
         raise UserError(f"align.pseudo_labels: models/base is a {family} model; pseudo-labels come from a "
                         "Qwen3-ForcedAligner as model.base (e.g. Qwen/Qwen3-ForcedAligner-0.6B-hf)")
@@ -40,8 +41,9 @@ def label(p: params.Params, records: list[dict]) -> dict[str, list[list[float]]]
     import soundfile as sf
     from tqdm import tqdm
 
-    from asrtune import precision, timestamps
+    from asrtune.corpus import timestamps
     from asrtune.families import aligner
+    from asrtune.weights import precision
 
     model, _ = precision.load_for_inference(p, paths.BASE_MODEL)  # as decode runs it
     processor = aligner.load_processor(paths.BASE_MODEL)

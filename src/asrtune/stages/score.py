@@ -35,14 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from asrtune import params, paths, scoring
+from asrtune import params, paths
+from asrtune.corpus.manifest import read_jsonl
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl
-from asrtune.normalization import normalize, tokens
-from asrtune.scoring import (Counts, Utterance, align, biased, bootstrap_rates, by_language, false_alarms, interval95, loops,
+from asrtune.evaluation import scoring
+from asrtune.evaluation.normalization import normalize, tokens
+from asrtune.evaluation.scoring import (Counts, Utterance, align, biased, bootstrap_rates, by_language, false_alarms, interval95, loops,
                              nonspeech_report, report, resample_seed, significant, term_counts, term_tokens, wer_line,
                              boundary_errors)
-from asrtune.terms import read_terms
+from asrtune.evaluation.terms import read_terms
 
 METRICS = Path("metrics/cer.json")
 ALIGNMENT = Path("metrics/alignment.json")

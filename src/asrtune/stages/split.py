@@ -16,11 +16,12 @@ import shutil
 from collections import Counter
 from contextlib import ExitStack
 
-from asrtune import chatml, params, paths
+from asrtune import params, paths
+from asrtune.corpus import chatml
+from asrtune.corpus.manifest import read_jsonl
+from asrtune.corpus.splitting import SPLITS, Conflict, assign, groups_for, overlap, voice_parts
 from asrtune.errors import UserError
-from asrtune.manifest import read_jsonl
-from asrtune.normalization import normalize
-from asrtune.splitting import SPLITS, Conflict, assign, groups_for, overlap, voice_parts
+from asrtune.evaluation.normalization import normalize
 
 UNITS = {"speaker": "speakers", "utterance": "utterances", "text": "distinct sentences (after normalization)",
          "speaker_text": "groups of speakers and the sentences they share"}

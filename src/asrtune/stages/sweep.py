@@ -111,8 +111,8 @@ def run() -> None:
 
 def _val_sets(p: params.Params) -> dict:
     """corpus -> (role, its val examples), for the corpora of role domain or general, in params order."""
-    from asrtune.chatml import examples
-    from asrtune.manifest import read_jsonl
+    from asrtune.corpus.chatml import examples
+    from asrtune.corpus.manifest import read_jsonl
 
     return {c: (spec.role, examples(read_jsonl(paths.split_dir(c) / "val.jsonl", stage_hint=f"split@{c}")))
             for c, spec in p.data.corpora.items() if spec.role in ROLES}
@@ -123,25 +123,25 @@ def _decode(p: params.Params, sets: dict, scales: list[float]) -> tuple[dict, st
     import soundfile as sf
     import torch
 
-    from asrtune import checkpoint
-    from asrtune.normalization import normalize
-    from asrtune.scoring import Counts, align
+    from asrtune.evaluation.normalization import normalize
+    from asrtune.evaluation.scoring import Counts, align
     from asrtune.stages.decode import decode_all, transcriber
     from asrtune.stages.merge import interpolate
+    from asrtune.weights import chain
 
     if p.decode.engine != "transformers":
         print(f"note: sweep: the interpolated models decode in memory with transformers (decode.engine {p.decode.engine} is decode's)")
     # only the text is scored: no timestamps; an in-memory model runs through transformers
     q = p.model_copy(update={"decode": p.decode.model_copy(update={"engine": "transformers", "timestamps": False})})
     source = paths.finetune_dir(list(p.train.stages)[-1])
-    net = checkpoint.load(source).to(torch.float32)  # takes each scale in turn (on the GPU if any)
+    net = chain.load(source).to(torch.float32)  # takes each scale in turn (on the GPU if any)
     tuned, copies = {}, {}  # the tuned weights, kept on the CPU; tied tensors share storage: one copy each
     for k, t in net.state_dict().items():
         if t.is_floating_point():
             if t.data_ptr() not in copies:
                 copies[t.data_ptr()] = t.detach().clone()
             tuned[k] = copies[t.data_ptr()]
-    base = checkpoint.load(checkpoint.root_of(source)).to(torch.float32)  # models/base, as merge interpolates from it
+    base = chain.load(chain.root_of(source)).to(torch.float32)  # models/base, as merge interpolates from it
     transcribe, runtime = transcriber(q, source, None, net=net)
     audio = {c: {e.key: sf.read(e.audio, dtype="float32")[0] for e in items} for c, (_, items) in sets.items()}
     counts: dict[str, dict[float, Counts]] = {c: {} for c in sets}
@@ -163,7 +163,7 @@ def _rate(c) -> float | None:
 
 def _pooled(counts: list) -> float | None:
     """errors / reference tokens over the val sets with a reference token (as score, a set without speech has no CER)."""
-    from asrtune.scoring import Counts
+    from asrtune.evaluation.scoring import Counts
 
     total = Counts()
     for c in counts:

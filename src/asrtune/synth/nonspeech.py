@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from asrtune.demo_corpus import ESPEAK_VOICES, Sized
+from asrtune.corpus.sources import Candidate
 from asrtune.errors import UserError
-from asrtune.sources import Candidate
+from asrtune.synth.demo_corpus import ESPEAK_VOICES, Sized
 
 KINDS = ("silence", "noise", "tones", "babble")
 RATE = 16000
@@ -186,7 +186,7 @@ def clips(path: Path, seed: int, evaluation: bool = True) -> Iterator[Candidate]
             rng = _rng(path.stem, seed, kind, i)
             if kind == "babble":
                 if engine is None:
-                    from asrtune.espeak import Espeak
+                    from asrtune.synth.espeak import Espeak
 
                     engine = Espeak()  # one fresh instance, called in a fixed order: the same samples every run
                 audio = babble(rng, i, engine, sentences)

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from asrtune.chatml import Example
+from asrtune.corpus.chatml import Example
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -172,7 +172,7 @@ class StepTimer(TrainerCallback):
 def arguments(t, stage, output_dir: Path, precision: str, **overrides) -> TrainingArguments:
     """The Trainer's settings for a curriculum stage (t = params.train, stage = its train.stages entry).
     Under torchrun this also joins the process group."""
-    from asrtune.precision import trainer_settings
+    from asrtune.weights.precision import trainer_settings
 
     return TrainingArguments(**{**dict(
         output_dir=str(output_dir), num_train_epochs=stage.epochs, learning_rate=stage.learning_rate,

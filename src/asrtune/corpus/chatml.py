@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from asrtune.sources import SPEECH_PATH
+from asrtune.corpus.sources import SPEECH_PATH
 
 
 def speech_length(duration_s: float) -> int:
@@ -20,7 +20,7 @@ def record(key: str, audio_path: str, text: str, duration_s: float, text_length:
            pseudo: bool = False) -> dict:
     """Fun-ASR-Nano's record; `audio_sha256` (beside its keys, which Fun-ASR's reader ignores) makes
     the record change when the audio does, so split, mix and training rerun; `timestamps` are the
-    reference [start, end] per unit of the text (asrtune.timestamps), where the corpus has them, or the
+    reference [start, end] per unit of the text (asrtune.corpus.timestamps), where the corpus has them, or the
     base aligner's pseudo-labels (`pseudo`: then `pseudo_timestamps: true`, and score never scores them)."""
     return {
         "key": key,

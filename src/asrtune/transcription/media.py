@@ -3,7 +3,7 @@
 WAV, FLAC, Ogg/Vorbis and AIFF go through libsndfile (soundfile); everything else (MP3, M4A/AAC, Opus, MP4, MKV, WebM,
 MOV, AMR, ...) through FFmpeg inside PyAV's wheel, which decodes the first audio stream of a container and ignores
 its video. Channels are averaged as they are decoded and torchaudio resamples, as the project's other audio does
-(asrtune.audio.to_16k_mono): an hour of 48 kHz audio holds about 700 MB before resampling, 230 MB after."""
+(asrtune.corpus.audio.to_16k_mono): an hour of 48 kHz audio holds about 700 MB before resampling, 230 MB after."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asrtune.audio import SAMPLE_RATE, to_16k_mono
+from asrtune.corpus.audio import SAMPLE_RATE, to_16k_mono
 
 # what a folder given to transcribe is searched for (files given by name are tried whatever their extension)
 EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".m4b", ".aac", ".wma", ".aif", ".aiff",

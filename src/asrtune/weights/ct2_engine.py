@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from asrtune.errors import UserError
-from asrtune.families import max_new_tokens, whisper_context, whisper_prompt
+from asrtune.families.shared import max_new_tokens, whisper_context, whisper_prompt
 
 # by default weights are stored in float16, as faster-whisper's published models are (half the size of
 # float32; CTranslate2 computes them as float32 on a CPU); decode.compute_type stores them in another type

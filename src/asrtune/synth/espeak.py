@@ -6,7 +6,7 @@ so one process synthesizes one utterance at a time with no threads and no sound 
 Timestamps: the callback also receives eSpeak's events, each with its time in the output: a word event
 where a word of the text starts (its character position) and, with phoneme events on, every phoneme and
 pause. A word is spoken from its first sounding phoneme to the event after its last one (pauses excluded);
-the aligner's units (asrtune.timestamps.units) get the span of the words that start inside them, and the
+the aligner's units (asrtune.corpus.timestamps.units) get the span of the words that start inside them, and the
 characters of a dictionary word that eSpeak speaks as one (患者) share its span evenly.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from asrtune import timestamps
+from asrtune.corpus import timestamps
+from asrtune.corpus.timestamps import Speech
 from asrtune.errors import UserError
-from asrtune.timestamps import Speech
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _PHONEME_EVENTS = 1  # espeakINITIALIZE_PHONEME_EVENTS

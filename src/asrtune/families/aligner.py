@@ -2,7 +2,7 @@
 `qwen3_asr`, like Qwen3-ASR, whose audio tower, projector and LLM it shares; `score` replaces `lm_head`).
 
 The input is the processor's own `prepare_forced_aligner_inputs`: the audio span, then every unit of the
-transcript (asrtune.timestamps.units: each Chinese character, each run of letters or digits) followed by two
+transcript (asrtune.corpus.timestamps.units: each Chinese character, each run of letters or digits) followed by two
 `<timestamp>` slots, its start and its end. The head classifies each slot into a time bin of
 `processor.timestamp_segment_time` ms (80). Training labels the slots with the record's reference
 timestamps (bin = round(t / 80 ms), clipped to the head's bins) and nothing else; an utterance without
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrtune.chatml import Example
+from asrtune.corpus.chatml import Example
 from asrtune.errors import UserError
 from asrtune.families import audiollm
 
@@ -56,7 +56,7 @@ def parts(model) -> dict[str, list[torch.nn.Module]]:
 
 def freeze(model, freeze_encoder: bool, freeze_adaptor: bool, freeze_llm: bool) -> None:
     """A frozen part gets no gradients and stays in eval mode whenever the Trainer puts the model in training mode."""
-    from asrtune.families import freeze_parts
+    from asrtune.families.shared import freeze_parts
 
     flags = {"encoder": freeze_encoder, "adaptor": freeze_adaptor, "llm": freeze_llm}
     freeze_parts(model, [(modules, flags[part]) for part, modules in parts(model).items()])
@@ -80,14 +80,14 @@ def _language(language: str | None) -> str | None:
 
 def problem(ex: Example, processor, p) -> str | None:
     """Why `ex` cannot train the aligner (checked before training, like a too-long transcript); None when it can."""
-    from asrtune.timestamps import units
+    from asrtune.corpus.timestamps import units
 
     if ex.timestamps is None:
         return "no_timestamps: the aligner learns from reference timestamps, and this record has none"
     words = processor.split_words_for_alignment(ex.text, _language(p.model.language))
     if words != units(ex.text):
         return (f"units: the processor splits the transcript into {len(words)} units under model.language="
-                f"{p.model.language!r}, the references time {len(units(ex.text))} (asrtune.timestamps.units)")
+                f"{p.model.language!r}, the references time {len(units(ex.text))} (asrtune.corpus.timestamps.units)")
     if not words:
         return "no_units: the transcript has nothing to align (no letter, digit or Chinese character)"
     if len(ex.timestamps) != len(words):
@@ -156,10 +156,10 @@ def learned_logits(model, base, inputs: dict) -> tuple[torch.Tensor, torch.Tenso
 
 
 def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Cross-entropy over the labelled slots (families.token_loss of learned_logits). The model's own loss is a
+    """Cross-entropy over the labelled slots (shared.token_loss of learned_logits). The model's own loss is a
     per-batch mean that ignores num_items_in_batch, so under gradient accumulation the Trainer (which then
     skips its own division) would get gradients grad_accum times too large."""
-    from asrtune.families import token_loss
+    from asrtune.families.shared import token_loss
 
     return token_loss(*learned_logits(model, base, inputs), num_items_in_batch)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asrtune import timestamps
-from asrtune.timestamps import Speech
+from asrtune.corpus import timestamps
+from asrtune.corpus.timestamps import Speech
 from asrtune.errors import UserError
 
 SAMPLE_RATE = 24000

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrtune.chatml import Example
+from asrtune.corpus.chatml import Example
+from asrtune.corpus.timestamps import _cjk
 from asrtune.errors import UserError
-from asrtune.families import AUDIOLLM_TYPES, check_targets, context_text, freeze_parts, max_new_tokens, token_loss
-from asrtune.timestamps import _cjk
+from asrtune.families.registry import AUDIOLLM_TYPES
+from asrtune.families.shared import check_targets, context_text, freeze_parts, max_new_tokens, token_loss
 
 NAME = "audiollm"
 CACHE_TAG = "audio frames only"  # the cache holds the audio tower's frames that hold audio
@@ -52,7 +53,7 @@ class Arch:
     names_language: bool = False  # with no language forced, it writes `language X<asr_text>` before the transcript
 
 
-ARCHS = {  # one per families.AUDIOLLM_TYPES
+ARCHS = {  # one per registry.AUDIOLLM_TYPES
     "fun_asr_nano": Arch(processor="FunAsrNanoProcessor", hotwords_as="keywords", time_axis=0),
     "qwen3_asr": Arch(processor="Qwen3ASRProcessor", hotwords_as="prompt", time_axis=1, time_multiple=100, names_language=True),
 }
@@ -323,7 +324,7 @@ def learned_logits(model, base, inputs: dict) -> tuple[torch.Tensor, torch.Tenso
 
 
 def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Cross-entropy over the learned tokens (families.token_loss of learned_logits)."""
+    """Cross-entropy over the learned tokens (shared.token_loss of learned_logits)."""
     return token_loss(*learned_logits(model, base, inputs), num_items_in_batch)
 
 
@@ -351,8 +352,8 @@ def _parse(processor, ids) -> list[str]:
 
 
 def read_hotwords(path: str | None) -> list[str] | None:
-    """decode.hotwords: a term list file, as score's term lists (asrtune.terms)."""
-    from asrtune.terms import read_terms
+    """decode.hotwords: a term list file, as score's term lists (asrtune.evaluation.terms)."""
+    from asrtune.evaluation.terms import read_terms
 
     return read_terms(Path(path), "decode.hotwords") if path else None
 

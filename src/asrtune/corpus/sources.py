@@ -7,8 +7,8 @@ Each reader also counts what came in, apart from what it yields (`Reading.seen`)
 reader that drops (or doubles) an utterance.
 
 Formats: Kaldi dir (wav.scp + text [+ utt2spk]), a folder of audio with same-stem .txt,
-CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in demo_corpus.py; a
-folder of media with same-stem subtitles, cut at the cues, in subtitles.py.)
+CSV/TSV with path and text columns, a Fun-ASR ChatML jsonl. (The demo source is in synth/demo_corpus.py; a
+folder of media with same-stem subtitles, cut at the cues, in corpus/subtitles.py.)
 A table's `split` column (train | val | dev | test; blank: none) and a jsonl record's
 `split` key fix an utterance's split (a corpus's official test set, say): the split stage honours it.
 
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asrtune.corpus.timestamps import read_ctm
 from asrtune.errors import UserError
-from asrtune.timestamps import read_ctm
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 # audio (or audio-in-video) formats libsndfile cannot read: in a folder, such a file is an utterance
@@ -54,7 +54,7 @@ class Candidate:
     text: str
     speaker: str | None
     origin: str  # "file:line" where it came from
-    timestamps: list | None = None  # reference [start, end] per unit of the text (asrtune.timestamps), checked by ingest
+    timestamps: list | None = None  # reference [start, end] per unit of the text (asrtune.corpus.timestamps), checked by ingest
     split: str | None = None  # a split the corpus fixes (train | val | dev | test): the split stage honours it
     voice: dict | None = None  # the demo's synthetic voice (styles and speed, or an eSpeak variant): split's summary shows it
     nonspeech: bool = False  # a clip with no speech in it (the demo's non-speech set): its empty transcript is expected

@@ -64,11 +64,12 @@ def load_for_inference(p, model_dir, net=None):
     feature extraction computed under a bf16 autocast would be rounded too."""
     import torch
 
-    from asrtune import checkpoint, families
+    from asrtune.families import registry
+    from asrtune.weights import chain
 
-    fam = families.get(checkpoint.family_of(model_dir))
+    fam = registry.get(chain.family_of(model_dir))
     chosen = resolve(p.model.precision, fam)
-    net = (checkpoint.load(model_dir) if net is None else net).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    net = (chain.load(model_dir) if net is None else net).eval().to("cuda" if torch.cuda.is_available() else "cpu")
     encoder = net.get_encoder() if hasattr(net, "get_encoder") else None
     for module in {id(m): m for m in (net, encoder) if m is not None}.values():
         module.forward = autocast(chosen, net.device)(module.forward)

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from asrtune import timestamps
-from asrtune.chatml import Example
-from asrtune.families import check_targets, freeze_parts, max_new_tokens, token_loss, whisper_context, whisper_prompt
-from asrtune.families import whisper_features as features
+from asrtune.corpus import timestamps
+from asrtune.corpus.chatml import Example
+from asrtune.families.shared import check_targets, freeze_parts, max_new_tokens, token_loss, whisper_context, whisper_prompt
+from asrtune.families.shared import whisper_features as features
 
 NAME = "whisper"
 CACHE_TAG = ""  # the cache holds all 1500 frames per clip
@@ -72,7 +72,7 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str] 
 
 
 def context_ids(tokenizer, context: list[str] | None) -> list[int]:
-    """A context list as Whisper's previous text (families.whisper_context); [] for none."""
+    """A context list as Whisper's previous text (shared.whisper_context); [] for none."""
     return whisper_context(context, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
                            tokenizer.convert_tokens_to_ids("<|startofprev|>"))
 
@@ -135,7 +135,7 @@ def learned_logits(model, base, inputs: dict) -> tuple[torch.Tensor, torch.Tenso
 
 
 def loss(model, base, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """The model's cross-entropy over the learned tokens (families.token_loss of learned_logits)."""
+    """The model's cross-entropy over the learned tokens (shared.token_loss of learned_logits)."""
     return token_loss(*learned_logits(model, base, inputs), num_items_in_batch)
 
 

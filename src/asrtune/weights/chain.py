@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from asrtune import families
 from asrtune.errors import UserError
+from asrtune.families import registry
 
 META = "asrtune.json"
 TRAINED = "trained.safetensors"
@@ -35,13 +35,13 @@ def family_of(path: Path) -> str:
     """The family of a base directory or a fine-tuned stage output (its chain's root decides)."""
     if not path.is_dir():
         raise UserError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
-    return families.of(root_of(path))
+    return registry.of(root_of(path))
 
 
 def load(path: Path):
     """A plain (merged) model from a base directory or a fine-tuned stage output."""
     family = family_of(path)
-    fam = families.get(family)
+    fam = registry.get(family)
     meta_file = path / META
     if not meta_file.is_file():
         return fam.load_plain(path)

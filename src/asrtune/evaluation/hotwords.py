@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from asrtune.chatml import Example
-from asrtune.normalization import tokens
+from asrtune.corpus.chatml import Example
+from asrtune.evaluation.normalization import tokens
 
 
 def _tokens(text: str) -> list[str]:

@@ -1,7 +1,7 @@
 """asrtune transcribe FILE_OR_DIR...: long recordings in any container to text, subtitles or JSON.
 
-Not a pipeline stage (dvc.yaml never runs it). Each file is decoded to 16 kHz mono (asrtune.media), cut into
-speech segments of at most 30 s by Silero VAD (asrtune.vad), and the segments are transcribed in batches by
+Not a pipeline stage (dvc.yaml never runs it). Each file is decoded to 16 kHz mono (asrtune.transcription.media), cut into
+speech segments of at most 30 s by Silero VAD (asrtune.transcription.vad), and the segments are transcribed in batches by
 the decode stage's own code (decode.transcriber, decode.decode_all: the family's transcribe, float32 weights
 under the precision's autocast, the repetition guard). docs/transcribe.md is the user's page.
 """
@@ -61,8 +61,8 @@ def formats_of(spec: str) -> list[str]:
 
 def gather(args: list[Path]) -> list[tuple[Path, Path | None]]:
     """(file, the folder it was found in or None for a file named) for each argument: a folder gives its media files
-    (asrtune.media.EXTENSIONS, searched recursively, in name order); anything else is taken as a file, read or not."""
-    from asrtune.media import EXTENSIONS
+    (asrtune.transcription.media.EXTENSIONS, searched recursively, in name order); anything else is taken as a file, read or not."""
+    from asrtune.transcription.media import EXTENSIONS
 
     found: list[tuple[Path, Path | None]] = []
     for arg in args:
@@ -138,9 +138,10 @@ def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] |
     """A file's segments and their transcripts; media.MediaError when its audio cannot be read."""
     from tqdm import tqdm
 
-    from asrtune import hotwords, media, vad
-    from asrtune.chatml import Example
+    from asrtune.corpus.chatml import Example
+    from asrtune.evaluation import hotwords
     from asrtune.stages.decode import decode_all
+    from asrtune.transcription import media, vad
 
     audio = media.load(path)
     frames = -(-len(audio) // vad.FRAME)
@@ -199,10 +200,10 @@ def run(
     """Transcribe recordings of any length (speech found by Silero VAD, segments of at most 30 s)."""
     from tqdm import tqdm
 
-    from asrtune import checkpoint
-    from asrtune.media import MediaError
+    from asrtune.evaluation.terms import read_terms
     from asrtune.stages.decode import transcriber
-    from asrtune.terms import read_terms
+    from asrtune.transcription.media import MediaError
+    from asrtune.weights import chain
 
     formats = formats_of(fmt)
     p, source = settings(language)
@@ -212,7 +213,7 @@ def run(
         raise UserError(f"no media files in {', '.join(map(str, inputs))} (searched for: wav, flac, mp3, m4a, mp4, ...)")
     if not model.is_dir():
         raise UserError(f"--model {model}: not found (models/merged comes from `dvc repro`; or name a model directory)")
-    family = checkpoint.family_of(model)
+    family = chain.family_of(model)
     if family == "aligner":
         raise UserError(f"--model {model}: a forced aligner times a given transcript; it cannot transcribe")
     p, ct2 = _engine(p, model)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asrtune import audio, timestamps
-from asrtune.manifest import write_jsonl, write_rejected
-from asrtune.sources import Candidate, Item, Rejection
+from asrtune.corpus import audio, timestamps
+from asrtune.corpus.manifest import write_jsonl, write_rejected
+from asrtune.corpus.sources import Candidate, Item, Rejection
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
 SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "test": "test"}  # an utterance's fixed split, as the manifest writes it

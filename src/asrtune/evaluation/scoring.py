@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import jiwer
 import numpy as np
 
-from asrtune.normalization import _CJK, tokens
+from asrtune.evaluation.normalization import _CJK, tokens
 
 GAP = "***"  # the other side of an insertion or deletion in an alignment (never a token: tokens are one character or a word)
 _CHINESE = re.compile(rf"[{_CJK}]")

@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from asrtune import paths
+from asrtune.corpus.sources import Candidate
 from asrtune.errors import UserError
-from asrtune.sources import Candidate
 
 # eSpeak voice variants whose output is reproducible. The breathy ones (f2, f3, f5) add noise that differs
 # from run to run even on a fresh library instance, so they would break "same params, same bytes".
@@ -199,12 +199,12 @@ def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, 
     chosen = pick(topic, utterances, rng, path)
     n_heldout = heldout_count(num_speakers, heldout, test, path)
     if voice == "kokoro":
-        from asrtune.kokoro import Kokoro
+        from asrtune.synth.kokoro import Kokoro
 
         engine = Kokoro(paths.cache_dir() / "kokoro")
         voices = speakers_for(voice, num_speakers, rng, n_heldout, test, sorted(engine.voices))
     else:
-        from asrtune.espeak import Espeak
+        from asrtune.synth.espeak import Espeak
 
         engine = Espeak()  # a fresh instance: same calls in the same order give the same samples
         voices = speakers_for(voice, num_speakers, rng, n_heldout, test, [])

@@ -1,7 +1,7 @@
 """Subtitled media: a folder of media files (wav, flac, mp3, m4a, mp4, mkv, ...) with same-stem subtitles
 (SRT, WebVTT, ASS/SSA), cut into utterances at the cues' times.
 
-pysubs2 parses the subtitles, asrtune.media decodes each media file once (PyAV's FFmpeg; no system ffmpeg).
+pysubs2 parses the subtitles, asrtune.transcription.media decodes each media file once (PyAV's FFmpeg; no system ffmpeg).
 Each cue's text is cleaned to what is said (`spoken`), then `plan` sorts the cues by start and gives each
 one outcome: it begins an utterance (kept), joins the utterance before it (merged: adjacent, same speaker,
 the gap at most `cue_gap`, the merged span at most `data.max_duration`, no rejected cue between them), or
@@ -17,7 +17,7 @@ subtitles) is one item and brings no cue in.
 The speaker is the media file (its path under the folder, parts joined by `-`) unless the subtitles name
 one: ASS's Name field, WebVTT's `<v name>`. A speaker label written into the text (`张三：`) is removed
 but not trusted as a speaker. Cue times are not carried as reference timestamps: the manifest's are one
-[start, end] per character or word (asrtune.timestamps), which cues do not give.
+[start, end] per character or word (asrtune.corpus.timestamps), which cues do not give.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-from asrtune.audio import SAMPLE_RATE
-from asrtune.sources import Candidate, Item, Rejection, _counted
-from asrtune.timestamps import TOLERANCE
+from asrtune.corpus.audio import SAMPLE_RATE
+from asrtune.corpus.sources import Candidate, Item, Rejection, _counted
+from asrtune.corpus.timestamps import TOLERANCE
 
 SUBTITLE_SUFFIXES = {".srt": "srt", ".vtt": "vtt", ".ass": "ass", ".ssa": "ssa"}  # suffix -> pysubs2's format
 TRANSCRIPT_SUFFIX = ".txt"  # a folder corpus's transcript: beside audio, it makes the folder a `folder` corpus
@@ -289,7 +289,7 @@ def plan(cues: list[Cue], audio_seconds: float, max_duration: float, cue_gap: fl
 
 
 def _media_suffixes() -> frozenset[str]:
-    from asrtune.media import EXTENSIONS
+    from asrtune.transcription.media import EXTENSIONS
 
     return EXTENSIONS
 
@@ -325,7 +325,7 @@ def read_subtitles(folder: Path, max_duration: float, cue_gap: float) -> Generat
     """Media files with same-stem subtitles, cut at the cues (the module docstring says how, and what counts).
     Utterance id: `<media>-<start ms, 8 digits>`, media being the file's path under the folder without suffix,
     parts joined by `-`. Other files (.txt, README) are not read."""
-    from asrtune import media
+    from asrtune.transcription import media
 
     kept = merged = rejected = files = cues_in = 0  # files: rejected whole, each one item that brings no cue in
     for stem, (medias, subs, _) in _stems(folder).items():

@@ -1,0 +1,1 @@
+"""What the finetune stage runs: the Hugging Face Trainer's pieces, cached encoder outputs, several devices, the cache."""

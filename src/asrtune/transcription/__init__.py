@@ -1,0 +1,1 @@
+"""`asrtune transcribe`: long recordings in any container, cut by VAD, to text, subtitles or JSON."""
