@@ -95,7 +95,7 @@ def test_the_shipped_topics_are_written_sentences_with_a_real_term_list():
 def test_the_held_out_general_topic_is_new_speech_with_no_medical_term():
     medical, general = load_topic(REPO / "demo/medical.yaml"), load_topic(REPO / "demo/general.yaml")
     heldout = load_topic(REPO / "demo/general_heldout.yaml")
-    assert len(heldout.sentences) == 260 and heldout.terms == []
+    assert len(heldout.sentences) == 400 and heldout.terms == []
     texts = [s.text for s in heldout.sentences + general.sentences + medical.sentences]
     assert len({_bare(t) for t in texts}) == len(texts)  # evaluation only: no sentence of either other topic
     for term in medical.terms:

@@ -29,8 +29,9 @@ def test_shipped_demo_corpora_draw_val_and_test_voices_from_styles_training_neve
     """The speaker lists read_demo builds for params.yaml's Kokoro corpora (nothing is synthesized): training
     speakers blend training styles only, every val and test speaker the held-out ones only."""
     corpora = params.load(REPO / "params.yaml").data.corpora
-    demo = {name: c for name, c in corpora.items() if c.source.endswith(".yaml") and c.source != "demo/nonspeech.yaml"}
+    demo = {name: c for name, c in corpora.items() if c.source.endswith(".yaml") and "nonspeech" not in c.source}
     assert set(demo) == {"general", "medical", "general_heldout"} and corpora["nonspeech"].role == "test"
+    assert corpora["nonspeech_train"].role == "nonspeech"  # other clips than the test set's: trained on
     trained, tested = set(), set()
     for name, c in demo.items():
         said = []
@@ -214,18 +215,18 @@ def test_nonspeech_flows_through_ingest_jsonl_split_and_normalize(roles_repo):
     assert [(r["ref"], r["hyp"], r["missing"]) for r in rows] == [("", "嗯", False)] + [("", "", False)] * 5
 
 
-def test_a_nonspeech_source_must_be_a_test_corpus(tmp_path):
+def test_a_nonspeech_source_must_be_a_test_or_nonspeech_corpus(tmp_path):
     from asrtune.stages import ingest
 
     params_for(tmp_path, Path("unused"), **{"data.corpora.quiet": {"role": "general", "source": str(_tiny_nonspeech(tmp_path / "n.yaml"))}})
-    with pytest.raises(UserError, match=r"data.corpora.quiet: .*n.yaml is a non-speech set, for evaluation only: set role: test"):
+    with pytest.raises(UserError, match=r"data.corpora.quiet: .*n.yaml is a non-speech set: set role: test \(evaluation only\) or role: nonspeech"):
         in_process(tmp_path, ingest, "quiet")
 
 
 @pytest.mark.parametrize("corpus, message", [
     ({"role": "domain", "source": "x", "speakers": 4, "heldout_speakers": 4}, "heldout_speakers (4) must be below speakers (4)"),
     ({"role": "test", "source": "x", "heldout_speakers": 2}, "every speaker of a role: test corpus is held out"),
-    ({"role": "evaluation", "source": "x"}, "'general', 'domain' or 'test'"),
+    ({"role": "evaluation", "source": "x"}, "'general', 'domain', 'test' or 'nonspeech'"),
 ])
 def test_bad_corpus_params_name_the_key(tmp_path, corpus, message):
     params_for(tmp_path, Path("unused"), **{"data.corpora.c": corpus})
