@@ -56,6 +56,17 @@ def demo_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
 
 
+def with_corpora(params: dict, corpora: dict) -> dict:
+    """The demo's params over other corpora: the keys that name the demo's corpora follow (longform.corpora keeps
+    the ones still there; without a nonspeech corpus the mix adds no non-speech share)."""
+    params["data"]["corpora"] = corpora
+    params["longform"]["corpora"] = [c for c in params["longform"]["corpora"] if c in corpora]
+    if not any(c["role"] == "nonspeech" for c in corpora.values()):
+        for stage in params["mix"]["stages"].values():
+            stage.pop("nonspeech", None)
+    return params
+
+
 def scratch_repo(repo: Path, quick: bool, train_rows: int | None = None, val_rows: int | None = None, clips: int = 0) -> Path:
     """A repository holding what finetune s1 and decode read: the finished demo's params.yaml,
     models and data (linked, never written; data/mix/s1 copied, cut to the first train_rows and
@@ -92,7 +103,7 @@ def scratch_repo(repo: Path, quick: bool, train_rows: int | None = None, val_row
     write_jsonl(repo / "data/mix/s1/train.jsonl", records[: clips - clips // 4])
     write_jsonl(repo / "data/mix/s1/val.jsonl", records[clips - clips // 4 :])
     write_jsonl(repo / "data/split/quick/test.jsonl", records[: clips // 4])
-    params["data"]["corpora"] = {"quick": {"role": "domain", "source": "audio"}}
+    with_corpora(params, {"quick": {"role": "domain", "source": "audio"}})
     write_params(repo, params)
     return repo
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import yaml
-from common import REPO, run_stage
+from common import REPO, run_stage, with_corpora
 
 
 def make_corpus(root: Path, n: int, seed: int) -> Path:
@@ -48,8 +48,8 @@ def bench(n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="asrtune-bench-") as tmp:
         root = Path(tmp)
         params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        params["data"]["corpora"] = {name: {"role": name, "source": str(make_corpus(root / name, n // 2, seed))}
-                                     for seed, name in enumerate(("domain", "general"))}
+        with_corpora(params, {name: {"role": name, "source": str(make_corpus(root / name, n // 2, seed))}
+                              for seed, name in enumerate(("domain", "general"))})
         (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
         build_tokenizer(offline_whisper_base_dir()[0] / "tokenizer.json").save_pretrained(root / "models/base")
         row = {"n": n, **{f"{s}_s": 0.0 for s in STAGES}, **{f"{s}_mb": 0.0 for s in STAGES}}
