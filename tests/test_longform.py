@@ -67,9 +67,21 @@ def runs(data_repo, tiny_whisper_dir, tmp_path_factory):
     metrics = json.loads((repo / "metrics/longform.json").read_text(encoding="utf-8"))
 
     def perfect(path, run_model, p, terms):
-        reference = {m["audio"]: m["text"] for m in read_jsonl(Path("data/longform/manifest.jsonl"))}[Path(path).as_posix()]
-        duration = sf.info(path).duration
-        return transcribe.Result(Path(path), duration, [transcribe.Piece(0, int(duration * 1000), reference)])
+        """Every unit heard right, at the time eSpeak spoke it (the clips' reference timestamps), and real VAD."""
+        from asrtune.corpus.chatml import key_for
+        from asrtune.corpus.timestamps import units
+        from asrtune.transcription import vad
+
+        rec = {m["audio"]: m for m in read_jsonl(Path("data/longform/manifest.jsonl"))}[Path(path).as_posix()]
+        ingest = {key_for(rec["corpus"], r["id"]): r for r in read_jsonl(Path(f"data/ingest/{rec['corpus']}/manifest.jsonl"))}
+        heard = []
+        for key, offset, (first, _) in zip(rec["keys"], rec["offsets"], rec["spans"]):
+            heard += [[u, round(offset - first + a, 3), round(offset - first + b, 3)]
+                      for u, (a, b) in zip(units(ingest[key]["text"]), ingest[key]["timestamps"])]
+        audio = sf.read(path, dtype="float32")[0]
+        duration = len(audio) / SR
+        return transcribe.Result(Path(path), duration, [transcribe.Piece(0, int(duration * 1000), rec["text"], heard)],
+                                 vad.speech_probs(audio))
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(transcribe, "transcribe_file", perfect)
@@ -146,6 +158,24 @@ def test_a_perfect_model_scores_zero_on_long_audio(runs):
         assert perfect["cer"][corpus] == {"base": 0.0, "merged": 0.0}
         assert perfect["clip_cer"][corpus] == metrics["clip_cer"][corpus]  # decode's hypotheses, unchanged
         assert perfect["difference"][corpus]["base"] == -perfect["clip_cer"][corpus]["base"]
+
+
+def test_asrtune_cut_on_the_recordings_keeps_what_was_heard_and_cuts_at_the_true_pauses(runs):
+    """With their joined references as plain transcripts: the perfect model's recordings are cut at every join of two
+    clips (each clip a sentence), all kept, each cut within 100 ms of the true silence; the tiny random Whisper heard
+    nothing of the text: every piece rejected as a mismatch, every transcript unit still accounted for."""
+    perfect, metrics = runs["perfect"], runs["metrics"]
+    for corpus in CORPORA:
+        for m in ("base", "merged"):
+            c = perfect["cutting"][corpus][m]
+            assert c["joins"] > 0 and c["joins_cut"] == c["joins"] and c["cuts"] == c["joins"]
+            assert c["kept"] == c["pieces"] and c["rejected"] == {} and c["kept_units"] == c["units"]
+            assert c["measured_cuts"] == c["cuts"] and c["cuts_within_100ms"] == 1.0
+            assert 0.8 < c["kept_share"] <= 1.0
+            garbage = metrics["cutting"][corpus][m]
+            assert garbage["kept"] == 0 and garbage["kept_units"] == 0 and garbage["units"] == c["units"]
+            assert set(garbage["rejected"]) <= {"mismatch", "no_speech", "too_long"} and sum(garbage["rejected"].values()) == garbage["pieces"]
+    assert "asrtune cut, base: kept" in runs["printed"]
 
 
 def test_a_clips_silent_edges_are_trimmed_to_50_ms():

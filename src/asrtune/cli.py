@@ -1,4 +1,4 @@
-"""The `asrtune` command: one subcommand per pipeline stage (dvc.yaml runs them), plus `cache` and `transcribe`."""
+"""The `asrtune` command: one subcommand per pipeline stage (dvc.yaml runs them), plus `cache`, `transcribe` and `cut`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from asrtune.errors import UserError
 from asrtune.train import cache
-from asrtune.transcription import transcribe
+from asrtune.transcription import cut, transcribe
 from asrtune.stages import (base, convert, decode, export, finetune, ingest, jsonl, longform, merge, mix, normalize, pseudo, score,
                             split, sweep)
 
@@ -31,6 +31,7 @@ app.command("score")(score.run)
 app.command("longform")(longform.run)
 app.command("cache")(cache.run)  # not a stage: lists (and clears) the cache folder
 app.command("transcribe")(transcribe.run)  # not a stage: long recordings to text, subtitles or JSON
+app.command("cut")(cut.run)  # not a stage: long recordings with plain transcripts to utterances
 
 
 def main() -> None:

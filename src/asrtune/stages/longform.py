@@ -66,6 +66,7 @@ class Recording:
     ends: list[int]
     spans: list[tuple[int, int]]  # samples: the part of each clip the recording holds (its silent edges trimmed)
     samples: int
+    unit_times: list[tuple[float, float]] | None = None  # seconds: each unit of `text`, from the clips' reference timestamps
     text: str = field(init=False)
 
     def __post_init__(self):
@@ -143,8 +144,8 @@ def build(corpus: str, cfg: params.Longform, opts: params.Normalize) -> list[Rec
     clips = sorted(examples(read_jsonl(test, stage_hint=f"split@{corpus}")), key=lambda e: e.key)
     if not clips:
         raise UserError(f"{test}: no test utterances (run `dvc repro split@{corpus}`)")
-    speaker_of = {key_for(corpus, r["id"]): r.get("speaker") or ""
-                  for r in read_jsonl(paths.manifest(corpus), stage_hint=f"ingest@{corpus}")}
+    records = {key_for(corpus, r["id"]): r for r in read_jsonl(paths.manifest(corpus), stage_hint=f"ingest@{corpus}")}
+    speaker_of = {k: r.get("speaker") or "" for k, r in records.items()}
     strangers = [e.key for e in clips if e.key not in speaker_of]
     if strangers:
         raise UserError(f"{test}: {len(strangers)} keys are not in {paths.manifest(corpus)}, e.g. {strangers[0]} "
@@ -180,7 +181,13 @@ def build(corpus: str, cfg: params.Longform, opts: params.Normalize) -> list[Rec
             path = AUDIO / corpus / f"{rec_id}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(path), np.concatenate(parts), SAMPLE_RATE, subtype="PCM_16")
-            out.append(Recording(rec_id, corpus, speaker, path, [mine[i] for i in group], offsets, ends, [spans[i] for i in group], t))
+            times = [records[mine[i].key].get("timestamps") for i in group]
+            unit_times = None
+            if all(x is not None for x in times):  # in the recording's time: the clip's offset, less its trimmed head
+                unit_times = [((o - spans[i][0]) / SAMPLE_RATE + a, (o - spans[i][0]) / SAMPLE_RATE + b)
+                              for i, o, clip in zip(group, offsets, times) for a, b in clip]
+            out.append(Recording(rec_id, corpus, speaker, path, [mine[i] for i in group], offsets, ends, [spans[i] for i in group], t,
+                                 unit_times))
     return out
 
 
@@ -274,12 +281,65 @@ def score(p: params.Params, corpus: str, recs: list[Recording], results: dict[st
     return rows
 
 
+def cutting_report(corpus: str, recs: list[Recording], results: dict[str, dict[str, transcribe.Result]]) -> dict:
+    """What `asrtune cut` (its defaults) makes of these recordings, each with its joined reference as a plain transcript
+    and each model's transcript as it already has it: the share of audio kept, the pieces rejected and why, and where
+    the cuts sit: each cut's distance from the true silence between the two units it separates (from the clips'
+    reference timestamps; without them, only cuts at the joins of two clips are measured)."""
+    from asrtune.corpus import cutting
+    from asrtune.corpus.timestamps import units
+
+    out = {}
+    for m, by_id in results.items():
+        seconds = kept_seconds = 0.0
+        counts = {"pieces": 0, "kept": 0, "units": 0, "kept_units": 0, "joins": 0, "joins_cut": 0, "cuts": 0}
+        reasons: dict[str, int] = {}
+        errors: list[float] = []
+        for r in recs:
+            res = by_id[r.id]
+            pieces, cuts = cutting.cut(r.text, cutting.heard(res.pieces), res.probs, r.samples, cutting.MAX_SECONDS,
+                                       cutting.MAX_CER)
+            clip_of = [k for k, e in enumerate(r.clips) for _ in units(e.text)]
+            n = len(cutting.spans(r.text))
+            gaps: list = [None] * max(0, n - 1)
+            if len(clip_of) == n:
+                for i in range(n - 1):
+                    if r.unit_times is not None and len(r.unit_times) == n:
+                        gaps[i] = (r.unit_times[i][1], r.unit_times[i + 1][0])
+                    elif clip_of[i] != clip_of[i + 1]:
+                        gaps[i] = (r.ends[clip_of[i]] / SAMPLE_RATE, r.offsets[clip_of[i + 1]] / SAMPLE_RATE)
+                counts["joins"] += len(r.clips) - 1
+                counts["joins_cut"] += sum(clip_of[c.gap] != clip_of[c.gap + 1] for c in cuts)
+            errors += cutting.cut_errors([c for c in cuts if gaps[c.gap] is not None], gaps)
+            seconds += r.samples / SAMPLE_RATE
+            kept_seconds += sum(x.seconds for x in pieces if x.reason is None)
+            counts["pieces"] += len(pieces)
+            counts["kept"] += sum(x.reason is None for x in pieces)
+            counts["units"] += n
+            counts["kept_units"] += sum(b - a for x in pieces if x.reason is None for a, b in [x.units])
+            counts["cuts"] += len(cuts)
+            for x in pieces:
+                if x.reason is not None:
+                    reasons[x.reason] = reasons.get(x.reason, 0) + 1
+        e = np.array(errors)
+        out[m] = {"kept_share": round(kept_seconds / seconds, 4) if seconds else None, "kept_seconds": round(kept_seconds, 1),
+                  **counts, "rejected": dict(sorted(reasons.items())), "measured_cuts": len(e),
+                  "cut_error_median": round(float(np.median(e)), 3) if len(e) else None,
+                  "cut_error_p90": round(float(np.percentile(e, 90)), 3) if len(e) else None,
+                  "cut_error_max": round(float(e.max()), 3) if len(e) else None,
+                  "cuts_within_100ms": round(float((e <= 0.1).mean()), 4) if len(e) else None}
+    return out
+
+
 KEYS = ("recordings", "clips", "seconds", "segments", "segment_seconds", "n", "n_clip", "cer", "cer_ci95", "clip_cer",
         "clip_cer_ci95", "difference", "difference_ci95", "change", "change_ci95", "change_significant", "clip_change",
-        "clip_change_ci95", "clip_change_significant", "capped", "breakdown")
+        "clip_change_ci95", "clip_change_significant", "capped", "breakdown", "cutting")
 NOTE = ("cer: the recording's transcript (transcribe's VAD segments, joined) against its joined reference; clip_cer: decode's "
         "per-clip transcripts of the same clips; difference: cer - clip_cer (positive: the long-form path loses accuracy); "
-        "change: merged - base; intervals: bootstrap over recordings, paired")
+        "change: merged - base; intervals: bootstrap over recordings, paired; cutting: `asrtune cut` (its defaults) on each "
+        "recording with its joined reference as a plain transcript: kept_share of the audio, rejected pieces by reason, "
+        "cut_error: seconds from each cut to the true silence between the units it separates (reference timestamps), "
+        "joins_cut: the joins of two clips cut at, of joins")
 
 
 def _write(metrics: dict, rows: list[dict], transcripts: list[dict]) -> None:
@@ -314,6 +374,12 @@ def _print(metrics: dict, p: params.Params) -> None:
                 flag = "*" if metrics[f"{prefix}change_significant"][corpus] else ""
                 parts.append(f"{label} {metrics[f'{prefix}change'][corpus]:+.4f}{flag} {_bounds(metrics[f'{prefix}change_ci95'][corpus])}")
             print(f"{'':<16}merged - base: " + ", ".join(parts))
+        for m, c in metrics.get("cutting", {}).get(corpus, {}).items():
+            why = ", ".join(f"{k} {v}" for k, v in c["rejected"].items()) or "none"
+            error = (f"cut error median {c['cut_error_median']:.3f} s, p90 {c['cut_error_p90']:.3f} s, "
+                     f"{c['cuts_within_100ms']:.0%} within 100 ms" if c["measured_cuts"] else "no cut measured")
+            print(f"{'':<16}asrtune cut, {m}: kept {c['kept_share']:.0%} of the audio ({c['kept']} of {c['pieces']} pieces; "
+                  f"rejected: {why}); {c['joins_cut']} of {c['joins']} joins cut; {error}")
 
 
 def run() -> None:
@@ -354,6 +420,7 @@ def run() -> None:
     rows = []
     for corpus, recs in recordings.items():
         rows += score(p, corpus, recs, {m: results[m] for m in paths.DECODED_MODELS}, metrics)
+        metrics["cutting"][corpus] = cutting_report(corpus, recs, {m: results[m] for m in paths.DECODED_MODELS})
     metrics["note"] = NOTE
     transcripts = [{"recording": r.id, "model": m, "text": " ".join(x.text for x in results[m][r.id].pieces if x.text),
                     "segments": [[x.start_ms / 1000, x.end_ms / 1000, x.text] for x in results[m][r.id].pieces],

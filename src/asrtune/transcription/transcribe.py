@@ -37,6 +37,7 @@ class Result:
     path: Path
     duration: float
     pieces: list[Piece] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list, repr=False)  # Silero VAD's speech probability per 32 ms frame
 
 
 def settings(language: str | None) -> tuple[params.Params, str]:
@@ -134,8 +135,9 @@ def render(fmt: str, r: Result, model: Path, p: params.Params) -> str:
     return {"txt": to_txt, "srt": to_srt, "vtt": to_vtt}[fmt](r)
 
 
-def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] | None) -> Result:
-    """A file's segments and their transcripts; media.MediaError when its audio cannot be read."""
+def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] | None, audio=None) -> Result:
+    """A file's segments and their transcripts; media.MediaError when its audio cannot be read. `audio`: its 16 kHz
+    mono samples when the caller has them (not read again)."""
     from tqdm import tqdm
 
     from asrtune.corpus.chatml import Example
@@ -143,11 +145,13 @@ def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] |
     from asrtune.stages.decode import decode_all
     from asrtune.transcription import media, vad
 
-    audio = media.load(path)
+    if audio is None:
+        audio = media.load(path)
     frames = -(-len(audio) // vad.FRAME)
     with tqdm(total=frames, desc=f"vad {path.name}", unit="frame", leave=False, disable=frames < 2000) as bar:
-        segments = vad.segments(audio, max_seconds=params.WINDOW_SECONDS, progress=bar.update)
-    result = Result(path, len(audio) / vad.SAMPLE_RATE)
+        probs = vad.speech_probs(audio, bar.update)
+    segments = vad.segments(audio, max_seconds=params.WINDOW_SECONDS, probs=probs)
+    result = Result(path, len(audio) / vad.SAMPLE_RATE, probs=probs)
     if not segments:
         return result
     keys = [f"{i:06d}" for i in range(len(segments))]

@@ -147,12 +147,12 @@ def merge(runs: list[tuple[int, int]], limit: int, max_gap: int) -> list[tuple[i
 
 
 def segments(audio: np.ndarray, max_seconds: float = MAX_SECONDS, pad: float = PAD, max_gap: float = MAX_GAP,
-             threshold: float = THRESHOLD, progress=None) -> list[Segment]:
+             threshold: float = THRESHOLD, progress=None, probs: list[float] | None = None) -> list[Segment]:
     """The speech segments of 16 kHz mono `audio` in time order (the module's docstring says how), each at most
-    `max_seconds` long; none where there is no speech."""
+    `max_seconds` long; none where there is no speech. `probs`: speech_probs(audio) when the caller has them."""
     if max_seconds <= 2 * pad:
         raise ValueError(f"max_seconds ({max_seconds}) must exceed twice the padding ({pad})")
-    runs = speech_runs(speech_probs(audio, progress), len(audio), threshold)
+    runs = speech_runs(speech_probs(audio, progress) if probs is None else probs, len(audio), threshold)
     limit = int((max_seconds - 2 * pad) * SAMPLE_RATE)
     energy = frame_energy(audio) if any(e - s > limit for s, e in runs) else None
     pieces = [p for run in runs for p in (split_long(run, limit, energy) if run[1] - run[0] > limit else [run])]
