@@ -57,6 +57,12 @@ def test_decode_speed_quick():
     assert "CER of models/merged: transformers" in out
 
 
+def test_transcribe_speed_quick():
+    out = quick("transcribe_speed.py")
+    assert out.count("| asrtune transcribe,") == 2 and "| faster-whisper transcribe(vad_filter=True) |" in out
+    assert out.count("x the time of faster-whisper") == 4
+
+
 def test_train_speed_quick():
     out = quick("train_speed.py")
     assert "| LoRA r=16 on the decoder |" in out and "x |" in out
