@@ -63,6 +63,11 @@ def test_transcribe_speed_quick():
     assert out.count("x the time of faster-whisper") == 4
 
 
+def test_hotwords_val_quick():
+    out = quick("hotwords_val.py")
+    assert out.count("| 12 |") == 4 and "general CER change [95%]" in out and "| 12 | none | 6.0 |" in out
+
+
 def test_train_speed_quick():
     out = quick("train_speed.py")
     assert "| LoRA r=16 on the decoder |" in out and "x |" in out

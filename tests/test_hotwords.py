@@ -229,6 +229,15 @@ def test_a_near_homophone_in_the_first_pass_selects_the_true_term():
     assert hotwords.for_decoding(terms, None, {"a": "x"}) == {"a": terms} == hotwords.for_decoding(terms, 9, {"a": "x"})
 
 
+def test_a_distance_bound_keeps_what_was_nearly_heard_and_nothing_else():
+    terms = ["阿司匹林", "莫沙必利", "阿莫西林", "CT", "西地兰"]
+    near = hotwords.for_decoding(terms, 3, {"med": "病人服用阿莫西琳三天", "weather": "明天下午有雷阵雨"}, 0.3)
+    assert near["med"] == ["阿莫西林"] and near["weather"] == []  # general speech: the plain prompt
+    assert hotwords.for_decoding(terms, None, {"med": "病人服用阿莫西琳三天"}, 0.3) == {"med": ["阿莫西林"]}  # no select
+    assert hotwords.for_decoding(terms, 3, {"med": "病人服用阿莫西琳三天"}, 1.0)["med"] == hotwords.closest(terms, "病人服用阿莫西琳三天", 3)
+    assert hotwords.needs_first_pass(terms, None, 0.5) and not hotwords.needs_first_pass(terms, None, None)
+
+
 def test_training_with_lists_checks_its_params():
     from asrtune.errors import UserError
     from asrtune.stages import finetune

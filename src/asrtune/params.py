@@ -235,6 +235,9 @@ class Decode(Strict):
     # with hotwords: each utterance gets only the N terms closest in pinyin to its first-pass hypothesis (a list
     # longer than a prompt holds); null = the whole list
     hotwords_select: Annotated[int, Field(gt=0)] | None = None
+    # with hotwords: only terms at most this far in pinyin from the first pass (hotwords.distance: 0 = it heard the
+    # term or a homophone, 1 = nothing like it); null = no bound
+    hotwords_max_distance: Annotated[float, Field(ge=0)] | None = None
     # word timestamps beside the transcripts (whisper: transformers' cross-attention alignment), scored
     # against the test sets' reference timestamps into metrics/alignment.json
     timestamps: bool = False

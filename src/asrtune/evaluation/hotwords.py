@@ -6,7 +6,8 @@ dropped at `drop`), plus `distractors` other terms, shuffled; a share `empty` ge
 to use a list and to ignore what in it was not said, and still transcribes without one.
 
 Decoding (decode.hotwords): the whole list, or with decode.hotwords_select k, per utterance the k terms closest in
-pinyin to what a first pass without the list heard (a list longer than a prompt holds, Whisper's 224 tokens say).
+pinyin to what a first pass without the list heard (a list longer than a prompt holds, Whisper's 224 tokens say);
+with decode.hotwords_max_distance, only terms at most that far from it (general speech then gets short lists or none).
 
 Terms are matched on lower-cased tokens (asrtune's: Chinese characters, English words), not on normalize's params:
 a normalization change would otherwise rerun training and decoding."""
@@ -84,16 +85,26 @@ def distance(term: list[str], heard: list[str]) -> float:
     return min(row) / max(len(term), 1)
 
 
-def closest(terms: list[str], hypothesis: str, k: int) -> list[str]:
-    """The k terms of the list closest in pinyin to a hypothesis (distance), ties in list order."""
+def closest(terms: list[str], hypothesis: str, k: int, max_distance: float | None = None) -> list[str]:
+    """The k terms of the list closest in pinyin to a hypothesis (distance), ties in list order; with max_distance,
+    only those at most that far (none, where nothing like a term was heard: the plain prompt)."""
     heard = [_syllable(t) for t in _tokens(hypothesis)]
     far = [distance([_syllable(t) for t in _tokens(term)], heard) for term in terms]
-    return [terms[i] for i in sorted(range(len(terms)), key=lambda i: (far[i], i))[:k]]
+    order = sorted(range(len(terms)), key=lambda i: (far[i], i))[:k]
+    return [terms[i] for i in order if max_distance is None or far[i] <= max_distance]
 
 
-def for_decoding(terms: list[str], select: int | None, first_pass: dict[str, str]) -> dict[str, list[str]]:
+def for_decoding(terms: list[str], select: int | None, first_pass: dict[str, str],
+                 max_distance: float | None = None) -> dict[str, list[str]]:
     """key -> the context list its second pass gets: the whole list, or the `select` terms closest to the first
-    pass's hypothesis (its text: decode's times after a tab left out) when the list is longer."""
-    if select is None or len(terms) <= select:
+    pass's hypothesis (its text: decode's times after a tab left out) when the list is longer, and with max_distance
+    only the terms that close to it."""
+    if max_distance is None and (select is None or len(terms) <= select):
         return {key: terms for key in first_pass}
-    return {key: closest(terms, hyp.partition("\t")[0], select) for key, hyp in first_pass.items()}
+    k = len(terms) if select is None else select
+    return {key: closest(terms, hyp.partition("\t")[0], k, max_distance) for key, hyp in first_pass.items()}
+
+
+def needs_first_pass(terms: list[str], select: int | None, max_distance: float | None) -> bool:
+    """Whether for_decoding reads a first pass's hypotheses (else any text will do)."""
+    return max_distance is not None or (select is not None and len(terms) > select)

@@ -180,14 +180,18 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
         paths.capped_file(listed, corpus).write_bytes(b"")
         return
     terms = read_terms(Path(p.decode.hotwords), "decode.hotwords")
-    contexts = hotwords.for_decoding(terms, p.decode.hotwords_select, first)
+    contexts = hotwords.for_decoding(terms, p.decode.hotwords_select, first, p.decode.hotwords_max_distance)
     start = time.perf_counter()
     hyps = decode_all(transcribe, items, audio, p.decode.batch_size, f"decode {listed} {corpus}", capped, contexts)
     wall = time.perf_counter() - start
     out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")
     paths.capped_file(listed, corpus).write_text("".join(f"{k}\n" for k in sorted(capped)), encoding="utf-8")
-    select = p.decode.hotwords_select
+    select, bound = p.decode.hotwords_select, p.decode.hotwords_max_distance
     chosen = (f"the {select} of {len(terms)} terms closest to its first pass" if select is not None and select < len(terms)
               else f"{len(terms)} terms")
+    if bound is not None:
+        sizes = [len(c) for c in contexts.values()]
+        chosen += (f" within pinyin distance {bound:g} of it ({sum(sizes) / max(1, len(sizes)):.1f} terms on average, "
+                   f"{sum(not n for n in sizes)} utterances with none)")
     print(f"decode {listed} {corpus}: each utterance with {chosen} as context, {wall:.1f} s (RTF {wall / seconds:.3f})"
           + (f", {len(capped)} stopped at the guard" if capped else "") + f" -> {out}")

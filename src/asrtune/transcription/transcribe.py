@@ -165,9 +165,9 @@ def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] |
 
     contexts = None
     if terms:  # decode.hotwords' rule: the whole list, or with decode.hotwords_select k and a longer list, the k terms
-        select = p.decode.hotwords_select  # closest to what a first pass without the list heard
-        first = run_pass(None)[0] if select is not None and len(terms) > select else dict.fromkeys(keys, "")
-        contexts = hotwords.for_decoding(terms, select, first)
+        select, bound = p.decode.hotwords_select, p.decode.hotwords_max_distance  # closest to a first pass without it
+        first = run_pass(None)[0] if hotwords.needs_first_pass(terms, select, bound) else dict.fromkeys(keys, "")
+        contexts = hotwords.for_decoding(terms, select, first, bound)
     hyps, capped = run_pass(contexts)
     for k, s in zip(keys, segments):
         text, _, times = hyps[k].partition("\t")
