@@ -102,7 +102,7 @@ def test_training_on_nonspeech_clips_teaches_an_empty_output(data_repo, tmp_path
 
     from asrtune import params
     from asrtune.corpus.chatml import examples
-    from asrtune.stages import decode, finetune, ingest, jsonl, mix, split
+    from asrtune.stages import decode, finetune, ingest, jsonl, merge, mix, split
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -114,19 +114,23 @@ def test_training_on_nonspeech_clips_teaches_an_empty_output(data_repo, tmp_path
                          "quiet": {"role": "nonspeech", "source": str(repo / "quiet.yaml")}},
         "mix.stages": {"s1": {"general": 0.0, "nonspeech": 0.4}},
         "train.stages": {"s1": {"init": "models/base", "epochs": 6, "learning_rate": 3e-2}},
-        "train.lora.r": 0, "train.freeze_encoder": False, "train.cache_encoder": False, "decode.timestamps": False})
+        "train.lora.r": 0, "train.freeze_encoder": False, "train.cache_encoder": False, "decode.timestamps": False,
+        "merge.scale": 1.0})
     for corpus in ("hello", "quiet"):
         for stage in (ingest, jsonl, split):
             in_process(repo, stage, corpus)
     in_process(repo, mix, "s1")
     in_process(repo, finetune, "s1")
 
-    def hear(model_dir: str, corpus: str) -> list[str]:
+    def hear(model_dir: str, corpus: str, ct2: Path | None = None) -> list[str]:
         items = examples(read_jsonl(repo / f"data/split/{corpus}/test.jsonl"))
         cwd = os.getcwd()
         os.chdir(repo)
         try:
-            transcribe, _ = decode.transcriber(params.load(), Path(model_dir), None)
+            p = params.load()
+            if ct2 is not None:
+                p = p.model_copy(update={"decode": p.decode.model_copy(update={"engine": "ctranslate2", "compute_type": "float32"})})
+            transcribe, _ = decode.transcriber(p, Path(model_dir), ct2)
             return transcribe(items, [sf.read(ex.audio, dtype="float32")[0] for ex in items])
         finally:
             os.chdir(cwd)
@@ -135,3 +139,10 @@ def test_training_on_nonspeech_clips_teaches_an_empty_output(data_repo, tmp_path
     assert base and all(h.strip() for h in base)
     assert hear("models/finetune/s1", "quiet") == [""] * len(base)
     assert all(h.strip() for h in hear("models/finetune/s1", "hello"))
+    # the ctranslate2 engine too may end at the first token (suppress_blank=False): the same empty outputs
+    from asrtune.weights.ct2_engine import convert
+
+    in_process(repo, merge)  # scale 1: the tuned model as a plain transformers directory, as convert takes it
+    convert(repo / "models/merged", repo / "ct2", "float32")
+    assert hear("models/merged", "quiet", repo / "ct2") == [""] * len(base)
+    assert all(h.strip() for h in hear("models/merged", "hello", repo / "ct2"))
