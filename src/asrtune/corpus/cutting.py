@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import bisect
 import unicodedata
 from dataclasses import dataclass
 
@@ -115,6 +116,7 @@ def cut_points(text: str, heard: list[Heard], probs, duration: float) -> tuple[l
     ref = spans(text)
     match = matches([u for u, _, _ in ref], [h.unit for h in heard])
     quiet = silences(probs)
+    starts, ends = [s for s, _ in quiet], [e for _, e in quiet]
 
     def mid(j: int) -> float:
         return (heard[j].start + heard[j].end) / 2
@@ -132,9 +134,7 @@ def cut_points(text: str, heard: list[Heard], probs, duration: float) -> tuple[l
         hi = heard[b].start + SLACK if b < len(heard) else duration
         inside = (mid(a) if a >= 0 else 0.0, mid(b) if b < len(heard) else duration)  # never past either unit's middle
         best = None
-        for s, e in quiet:
-            if e <= lo or s >= hi:
-                continue
+        for s, e in quiet[bisect.bisect_right(ends, lo) : bisect.bisect_left(starts, hi)]:  # the runs overlapping (lo, hi)
             s, e = max(s, inside[0]), min(e, inside[1])
             if e - s > 0 and (best is None or e - s > best[1] - best[0]):
                 best = (s, e)
@@ -186,6 +186,8 @@ def cut(text: str, heard: list[Heard], probs, samples: int, max_seconds: float, 
         return [], []
     outer = [(0.0, -1)] + [(c.time, c.gap) for c in cuts if c.sentence] + [(duration, len(ref) - 1)]
     bounds = _split(outer, [c for c in cuts if not c.sentence], max_seconds)
+    heard = sorted(heard, key=lambda h: (h.start + h.end) / 2)
+    mids = [(h.start + h.end) / 2 for h in heard]
     pieces = []
     for (t0, g0), (t1, g1) in zip(bounds, bounds[1:]):
         a, b = g0 + 1, g1 + 1
@@ -194,7 +196,7 @@ def cut(text: str, heard: list[Heard], probs, samples: int, max_seconds: float, 
         words = join(text[start:end].splitlines())
         line = text.count("\n", 0, ref[a][1]) + 1
         first, last = int(round(t0 * SAMPLE_RATE)), int(round(t1 * SAMPLE_RATE))
-        inside = [h.unit for h in heard if t0 <= (h.start + h.end) / 2 < t1]
+        inside = [h.unit for h in heard[bisect.bisect_left(mids, t0) : bisect.bisect_left(mids, t1)]]
         refs = [u for u, _, _ in ref[a:b]]
         cer = round(Levenshtein.distance([key(u) for u in refs], [key(u) for u in inside]) / len(refs), 4)
         piece = Piece(first, last, (a, b), words, line, cer)
