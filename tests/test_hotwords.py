@@ -264,7 +264,8 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
     from asrtune.stages import decode, normalize
 
     outputs = {}
-    for name, overrides in (("plain", {}), ("listed", {"decode.hotwords": "data/hotwords/medical.txt", "decode.hotwords_select": 3})):
+    listed_params = {"decode.hotwords": "data/hotwords/medical.txt", "decode.hotwords_select": 3}
+    for name, overrides in (("plain", {}), ("listed", listed_params), ("bounded", {**listed_params, "decode.hotwords_max_distance": 0.0})):
         repo = tmp_path / name
         shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots", "mix"))
         shutil.copytree(Path(__file__).resolve().parents[1] / "data/hotwords", repo / "data/hotwords")
@@ -282,6 +283,10 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
     assert keys == [line.split("\t")[0] for line in listed[paths.decode_file("base", "medical")].decode().splitlines()]
     assert len(listed[paths.normalized_file("base+hotwords", "medical")].decode().splitlines()) == len(keys)
     assert "the 3 of 96 terms closest to its first pass" in listed["said"]
+    # the tiny random model hears no term: with the bound 0, every utterance gets the plain prompt, the plain pass's output
+    bounded = outputs["bounded"]
+    assert f"within pinyin distance 0 of it (0.0 terms on average, {len(keys)} utterances with none)" in bounded["said"]
+    assert bounded[paths.decode_file("base+hotwords", "medical")] == bounded[paths.decode_file("base", "medical")]
 
 
 def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisper_dir, tmp_path):
