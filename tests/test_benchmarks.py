@@ -76,3 +76,20 @@ def test_train_speed_quick():
 def test_stage_memory_quick():
     out = quick("stage_memory.py")
     assert out.count("GiB |") == 1 and "| decode merged quick, transformers |" in out
+
+
+def test_compare_runs_pairs_two_workspaces(tmp_path):
+    import json
+
+    def workspace(name, hyps):
+        f = tmp_path / name / "data/normalized/merged/medical.jsonl"
+        f.parent.mkdir(parents=True)
+        f.write_text("".join(json.dumps({"key": f"k{i}", "ref": "阿莫西林", "hyp": h, "missing": False}) + "\n"
+                             for i, h in enumerate(hyps)), encoding="utf-8")
+        return tmp_path / name
+
+    a = workspace("a", ["阿莫西林", "阿莫西", "阿莫西林", "莫西林"])
+    b = workspace("b", ["阿莫西林", "阿莫西林", "阿莫西林", "阿莫西林"])
+    out = subprocess.run([sys.executable, "benchmarks/compare_runs.py", str(a), str(b)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| medical | 4 | 0.1250 | 0.0000 | -0.1250 [" in out.stdout
