@@ -132,6 +132,8 @@ def test_cli_accounts_for_every_piece_and_its_output_is_a_corpus(tmp_path, joine
     sf.write(folder / "alone.wav", audio[: SR * 2], SR, subtype="PCM_16")
     sf.write(folder / "latin1.wav", audio[: SR * 3], SR, subtype="PCM_16")
     (folder / "latin1.txt").write_bytes("第一行\n".encode() + "caf\xe9".encode("latin-1"))
+    sf.write(folder / "blank.wav", audio[: SR * 2], SR, subtype="PCM_16")
+    (folder / "blank.txt").write_text("。。\n", encoding="utf-8")
 
     def run(*extra):
         return subprocess.run([*ASRTUNE, "cut", str(folder), "--out", str(tmp_path / "out"), "--model", str(tiny_whisper_dir),
@@ -140,16 +142,63 @@ def test_cli_accounts_for_every_piece_and_its_output_is_a_corpus(tmp_path, joine
     proc = run()
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "alone.wav: no transcript" in proc.stderr and "latin1.txt:2: not valid UTF-8" in proc.stderr
+    assert "blank.txt: no words in the transcript" in proc.stderr
     summary = json.loads((tmp_path / "out/summary.json").read_text(encoding="utf-8"))
     talk = summary["recordings"][str(folder / "talk.wav")]
     assert talk["units"] == len(units("".join(SAID))) == talk["kept_units"] + talk["rejected_units"]
-    assert talk["kept"] == 0 and talk["rejected"] == {"mismatch": talk["pieces"]} and len(summary["failed"]) == 2
+    assert talk["kept"] == 0 and talk["rejected"] == {"mismatch": talk["pieces"]} and len(summary["failed"]) == 3
     with open(tmp_path / "out/rejected.tsv", encoding="utf-8") as f:
         rejected = list(csv.DictReader(f, delimiter="\t"))
     assert len(rejected) == talk["pieces"] and rejected[0]["origin"] == f"{folder / 'talk.txt'}:1"
     assert (tmp_path / "out/utterances.csv").read_text(encoding="utf-8") == "id,audio,text,speaker,start,end,origin\n"
 
+    inside = subprocess.run([*ASRTUNE, "cut", str(folder), "--out", str(folder / "cut"), "--model", str(tiny_whisper_dir)],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert inside.returncode == 2 and "inside" in inside.stderr and "Traceback" not in inside.stderr
+
     proc = run("--max-cer", "100")
     rows = [r for r in read_table(tmp_path / "out/utterances.csv", {}) if isinstance(r, Candidate)]
     assert [r.text for r in rows] == ["".join(SAID[:2]) + "".join(SAID[2:])]  # no cut: nothing the model heard matched
     assert sf.info(str(rows[0].audio)).duration <= len(audio) / SR and rows[0].speaker == "talk"
+
+
+def test_a_sentence_never_said_is_rejected_and_opening_quotes_stay_with_their_sentence():
+    from asrtune.corpus import cutting
+
+    probs = [0.9] * 40 + [0.0] * 20 + [0.9] * 40  # speech, a 0.64 s pause, speech
+    heard = [cutting.Heard(u, 0.2 + 0.3 * k, 0.4 + 0.3 * k) for k, u in enumerate("走吧")]
+    heard += [cutting.Heard(u, 2.2 + 0.3 * k, 2.4 + 0.3 * k) for k, u in enumerate("好的")]
+    pieces, _ = cutting.cut("走吧。没说过。“好的。”", heard, probs, 100 * 512, 30.0, 0.5)
+    assert [(p.text, p.reason) for p in pieces] == [("走吧。", None), ("没说过。", "mismatch"), ("“好的。”", None)]
+    assert "not heard" in pieces[1].detail
+
+
+def test_units_heard_out_of_order_are_put_in_time_order_first():
+    """甲 heard at 6 s, 乙 at 4 s, 丙 at 6.5 s, all in a long pause after 3 s of speech: taken in the order given, the
+    cuts ran backwards and 甲。乙。 was kept over speech the model heard none of them in."""
+    from asrtune.corpus import cutting
+
+    probs = [0.9] * 94 + [0.0] * 156 + [0.9] * 60  # speech to 3 s, a pause to 8 s, speech
+    heard = [cutting.Heard("甲", 5.9, 6.1), cutting.Heard("乙", 3.9, 4.1), cutting.Heard("丙", 6.4, 6.6)]
+    pieces, cuts = cutting.cut("甲。乙。丙。", heard, probs, 310 * 512, 30.0, 0.5)
+    assert [c.time for c in cuts] == sorted(c.time for c in cuts)
+    assert all(p.cer == 0 for p in pieces if p.reason is None) and sum(b - a for p in pieces for a, b in [p.units]) == 3
+    kept = sorted((p.first, p.last) for p in pieces if p.reason is None)
+    assert all(a[1] <= b[0] for a, b in zip(kept, kept[1:]))
+
+
+def test_without_unit_times_cuts_fall_only_between_segments():
+    """An audio LLM gives a segment's text, no unit times: its units are spread over the segment, and a cut inside
+    one segment would be a guess; cuts go in the pause between two segments only."""
+    from types import SimpleNamespace
+
+    from asrtune.corpus import cutting
+
+    probs = [0.9] * 60 + [0.0] * 10 + [0.9] * 60 + [0.0] * 30 + [0.9] * 60  # two pauses; the first inside segment one
+    segments = [SimpleNamespace(start_ms=0, end_ms=4200, text="一二三。四五六七八九十。", units=None),
+                SimpleNamespace(start_ms=5100, end_ms=7000, text="好的。", units=None)]
+    heard = cutting.heard(segments)
+    assert all(h.segment is not None for h in heard)
+    pieces, cuts = cutting.cut("一二三。四五六七八九十。好的。", heard, probs, 220 * 512, 30.0, 0.5)
+    assert [p.text for p in pieces] == ["一二三。四五六七八九十。", "好的。"]
+    assert len(cuts) == 1 and 4.2 <= cuts[0].time <= 5.1

@@ -3,10 +3,10 @@
 1. A model's transcript of the recording, with a time per unit (`asrtune transcribe`'s segments), is aligned to the
    reference transcript unit by unit (Chinese characters, Latin words: asrtune.corpus.timestamps.units) by edit
    distance (rapidfuzz's Levenshtein opcodes), compared in NFKC lower case.
-2. A cut may go between two neighbouring reference units that both match the model's: at the middle of the longest
+2. A cut may go between two neighbouring reference units where either matches the model's: at the middle of the longest
    silence (Silero VAD speech probability under 0.35 for at least 96 ms) between where the model heard the one end and
    the other start (each widened by SLACK: cross-attention times run early or late). Cuts go at every sentence end of the
-   transcript (。！？!?；; and line breaks); a piece still longer than max_seconds is cut again at its longest silence.
+   transcript (。！？!?；;.… and line breaks); a piece still longer than max_seconds is cut again at its longest silence.
 3. Each piece's audio is trimmed to its speech (VAD, PAD kept), and its reference is checked against the model's units
    inside it: above max_cer it is rejected as `mismatch` (the usual cause: a transcript error, words never said or
    speech never written). `too_long`: no silence to cut a piece under max_seconds at; `no_speech`: VAD heard none.
@@ -30,7 +30,8 @@ SILENT = 0.35  # speech probability under which a frame is silence (silero-vad's
 MIN_SILENCE = 3  # frames (96 ms): a shorter dip is not a pause to cut at
 SLACK = 0.3  # seconds either side of the model's unit times searched for the silence
 PAD = 0.2  # seconds of silence kept around a piece's speech
-SENTENCE_END = frozenset("。！？!?；;\n")
+SENTENCE_END = frozenset("。！？!?；;.．…\n")  # between two units: a decimal point lies inside one (3.5 is one unit)
+CLOSING = frozenset("”’」』）)】》\"'")  # after a sentence end, still its sentence's
 MAX_SECONDS = 30.0  # `asrtune cut`'s defaults: Whisper's window
 MAX_CER = 0.5  # a piece the model heard this differently is rejected: above the demo base model's CER on its domain
 
@@ -42,6 +43,7 @@ class Heard:
     unit: str
     start: float
     end: float
+    segment: tuple[float, float] | None = None  # untimed: the VAD segment it was heard in (its time spread over it)
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Piece:
 def heard(pieces) -> list[Heard]:
     """The model's units in the recording's time from `asrtune transcribe`'s pieces: the family's own unit times where
     it gives them, else each piece's units spread evenly over it (the audio LLMs give no times: cuts then rest on the
-    silences between the pieces' middles)."""
+    silences between two segments, never inside one)."""
     from asrtune.corpus.timestamps import units
 
     out = []
@@ -80,8 +82,9 @@ def heard(pieces) -> list[Heard]:
             out += [Heard(u, a, b) for u, a, b in piece.units]
             continue
         words = units(piece.text)
-        start, step = piece.start_ms / 1000, (piece.end_ms - piece.start_ms) / 1000 / max(1, len(words))
-        out += [Heard(u, start + k * step, start + (k + 1) * step) for k, u in enumerate(words)]
+        start, end = piece.start_ms / 1000, piece.end_ms / 1000
+        step = (end - start) / max(1, len(words))
+        out += [Heard(u, start + k * step, start + (k + 1) * step, (start, end)) for k, u in enumerate(words)]
     return out
 
 
@@ -130,9 +133,17 @@ def cut_points(text: str, heard: list[Heard], probs, duration: float) -> tuple[l
             a = b - 1  # the model's unit before the matched one, whatever it heard there (-1: none)
         if b is None:
             b = a + 1
-        lo = heard[a].end - SLACK if a >= 0 else 0.0
-        hi = heard[b].start + SLACK if b < len(heard) else duration
-        inside = (mid(a) if a >= 0 else 0.0, mid(b) if b < len(heard) else duration)  # never past either unit's middle
+        left = heard[a] if a >= 0 else None
+        right = heard[b] if b < len(heard) else None
+        if left is not None and right is not None and (left.segment or right.segment):
+            if left.segment == right.segment:
+                continue  # untimed units of one segment: where between them the pause lies is not known
+            lo, hi = (left.segment or (left.end, 0))[1] - SLACK, (right.segment or (right.start, 0))[0] + SLACK
+            inside = (lo, hi)
+        else:
+            lo = left.end - SLACK if left is not None else 0.0
+            hi = right.start + SLACK if right is not None else duration
+            inside = (mid(a) if left is not None else 0.0, mid(b) if right is not None else duration)  # never past a middle
         best = None
         for s, e in quiet[bisect.bisect_right(ends, lo) : bisect.bisect_left(starts, hi)]:  # the runs overlapping (lo, hi)
             s, e = max(s, inside[0]), min(e, inside[1])
@@ -141,6 +152,9 @@ def cut_points(text: str, heard: list[Heard], probs, duration: float) -> tuple[l
         if best is None:
             continue
         between = text[ref[i][2] + 1 : ref[i + 1][1]]
+        if cuts and round(float(best[0] + best[1]) / 2, 3) < cuts[-1].time:
+            continue  # never before the cut before it (units heard out of order). Two gaps in one pause (a sentence
+            # the model heard none of) cut at one time: the sentence is a piece of no audio, rejected as not heard
         cuts.append(Cut(i, round(float(best[0] + best[1]) / 2, 3), round(float(best[1] - best[0]), 3), any(c in SENTENCE_END for c in between)))
     return ref, cuts
 
@@ -174,25 +188,36 @@ def _trim(first: int, last: int, probs) -> tuple[int, int] | None:
     return max(first, (a + loud[0]) * FRAME - pad), min(last, (a + loud[-1] + 1) * FRAME + pad)
 
 
+def split_at(text: str, ref: list[tuple[str, int, int]], i: int) -> int:
+    """Where in `text` the piece that starts with unit i starts: after the last sentence end between unit i - 1 and
+    unit i (an opening quote goes with the sentence it opens), else at unit i; 0 and len(text) at the ends."""
+    if i <= 0:
+        return 0
+    if i >= len(ref):
+        return len(text)
+    lo, hi = ref[i - 1][2] + 1, ref[i][1]
+    ends = [k for k in range(lo, hi) if text[k] in SENTENCE_END or text[k] in CLOSING]
+    return ends[-1] + 1 if ends else hi
+
+
 def cut(text: str, heard: list[Heard], probs, samples: int, max_seconds: float, max_cer: float) -> tuple[list[Piece], list[Cut]]:
     """The transcript `text` of a recording of `samples` samples, cut into pieces (kept: reason None), and the cuts made.
 
-    `heard`: the model's units in time order; `probs`: Silero VAD's speech probability per 512-sample frame."""
+    `heard`: the model's units (put in time order here); `probs`: Silero VAD's speech probability per 512-sample frame."""
     from rapidfuzz.distance import Levenshtein
 
     duration = samples / SAMPLE_RATE
+    heard = sorted(heard, key=lambda h: (h.start + h.end) / 2)  # stable: units of equal times keep their order
     ref, cuts = cut_points(text, heard, probs, duration)
     if not ref:
         return [], []
     outer = [(0.0, -1)] + [(c.time, c.gap) for c in cuts if c.sentence] + [(duration, len(ref) - 1)]
     bounds = _split(outer, [c for c in cuts if not c.sentence], max_seconds)
-    heard = sorted(heard, key=lambda h: (h.start + h.end) / 2)
     mids = [(h.start + h.end) / 2 for h in heard]
     pieces = []
     for (t0, g0), (t1, g1) in zip(bounds, bounds[1:]):
         a, b = g0 + 1, g1 + 1
-        start = ref[a][1] if a else 0
-        end = ref[b][1] if b < len(ref) else len(text)
+        start, end = split_at(text, ref, a), split_at(text, ref, b)
         words = join(text[start:end].splitlines())
         line = text.count("\n", 0, ref[a][1]) + 1
         first, last = int(round(t0 * SAMPLE_RATE)), int(round(t1 * SAMPLE_RATE))
@@ -201,7 +226,9 @@ def cut(text: str, heard: list[Heard], probs, samples: int, max_seconds: float, 
         cer = round(Levenshtein.distance([key(u) for u in refs], [key(u) for u in inside]) / len(refs), 4)
         piece = Piece(first, last, (a, b), words, line, cer)
         trimmed = _trim(first, last, probs)
-        if trimmed is None:
+        if last <= first:  # a stretch the model heard none of, between two cuts in one pause
+            piece.reason, piece.detail = "mismatch", f"not heard: the model heard {join(inside)!r}"
+        elif trimmed is None:
             piece.reason, piece.detail = "no_speech", "voice activity detection heard no speech here"
         else:
             piece.first, piece.last = trimmed

@@ -70,6 +70,11 @@ def read_transcript(path: Path) -> str:
         raise ValueError(f"{path}:{line}: not valid UTF-8 (save the transcript as UTF-8)") from None
 
 
+def _stem(audio: Path, source: Path) -> str:
+    """A recording's name in the output: its path below SOURCE without the suffix, folders joined with '-'."""
+    return audio.relative_to(source).with_suffix("").as_posix().replace("/", "-")
+
+
 def _clear(out: Path) -> None:
     import shutil
 
@@ -100,7 +105,19 @@ def run(
         raise UserError(f"--max-seconds {max_seconds}: must be positive")
     if not 0 <= max_cer:
         raise UserError(f"--max-cer {max_cer}: must be at least 0")
+    src, dst = source.resolve(), out.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise UserError(f"--out {out}: inside {source} (or holding it): its output would be read as recordings, or the "
+                        "recordings cleared with it; write it elsewhere (e.g. data/raw/<name>)")
     pairs, problems = recordings(source)
+    stems: dict[str, Path] = {}
+    for pair in list(pairs):  # a/b-c.wav and a-b/c.wav would write the same ids
+        stem = _stem(pair[0], source)
+        if stem in stems:
+            problems.append(f"{pair[0]}: its output name {stem} is {stems[stem]}'s too (rename one)")
+            pairs.remove(pair)
+        else:
+            stems[stem] = pair[0]
     if not pairs and not problems:
         raise UserError(f"{source}: no recordings with transcripts (e.g. talk.mp3 with talk.txt)")
     if not model.is_dir():
@@ -126,9 +143,13 @@ def run(
             failed.append(str(e) if isinstance(e, ValueError) else f"{audio_path}: {e}")
             tqdm.write(f"{failed[-1]}: skipped", file=sys.stderr)
             continue
+        if not cutting.spans(text):
+            failed.append(f"{text_path}: no words in the transcript")
+            tqdm.write(f"{failed[-1]}: skipped", file=sys.stderr)
+            continue
         result = transcribe.transcribe_file(audio_path, run_model, p, None, audio)
         pieces, _ = cutting.cut(text, cutting.heard(result.pieces), result.probs, len(audio), max_seconds, max_cer)
-        stem = audio_path.relative_to(source).with_suffix("").as_posix().replace("/", "-")
+        stem = _stem(audio_path, source)
         kept_seconds = 0.0
         for n, piece in enumerate(pieces):
             utt = f"{stem}-{n:04d}"
@@ -163,9 +184,10 @@ def run(
     table = io.StringIO(newline="")
     csv.writer(table, lineterminator="\n").writerows([["id", "audio", "text", "speaker", "start", "end", "origin"], *rows])
     (out / "utterances.csv").write_text(table.getvalue(), encoding="utf-8")
-    (out / "rejected.tsv").write_text("".join("\t".join(r) + "\n" for r in
-                                              [["origin", "id", "start", "end", "reason", "detail", "text"], *rejected]),
-                                      encoding="utf-8")
+    table = io.StringIO(newline="")
+    csv.writer(table, delimiter="\t", lineterminator="\n").writerows([["origin", "id", "start", "end", "reason", "detail", "text"],
+                                                                      *rejected])
+    (out / "rejected.tsv").write_text(table.getvalue(), encoding="utf-8")
     totals = {k: sum(s[k] for s in summary.values()) for k in ("seconds", "kept_seconds", "pieces", "kept", "units", "kept_units",
                                                                 "rejected_units")}
     totals = {k: round(v, 3) if isinstance(v, float) else v for k, v in totals.items()}
