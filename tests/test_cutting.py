@@ -202,3 +202,15 @@ def test_without_unit_times_cuts_fall_only_between_segments():
     pieces, cuts = cutting.cut("一二三。四五六七八九十。好的。", heard, probs, 220 * 512, 30.0, 0.5)
     assert [p.text for p in pieces] == ["一二三。四五六七八九十。", "好的。"]
     assert len(cuts) == 1 and 4.2 <= cuts[0].time <= 5.1
+
+
+def test_recordings_pair_with_one_transcript_each(tmp_path):
+    from asrtune.transcription.cut import recordings
+
+    for name in ("a.wav", "a.txt", "b.wav", "b.txt", "b.TXT", "c.wav", "c.mp3", "c.txt", "d.wav", "e.txt"):
+        (tmp_path / name).write_bytes(b"")
+    pairs, problems = recordings(tmp_path)
+    assert pairs == [(tmp_path / "a.wav", tmp_path / "a.txt")]
+    said = "\n".join(problems)
+    assert "2 transcripts share its name (b.TXT, b.txt)" in said and "2 recordings share its name" in said
+    assert "d.wav: no transcript" in said and "e.txt: no recording" in said and len(problems) == 4

@@ -39,25 +39,28 @@ def recordings(source: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     if not source.is_dir():
         raise UserError(f"{source}: not a folder (give a folder of recordings, each with a same-stem .txt transcript)")
     media: dict[Path, list[Path]] = {}
-    texts: dict[Path, Path] = {}
+    texts: dict[Path, list[Path]] = {}
     for f in sorted(source.rglob("*")):
         if not f.is_file():
             continue
         if f.suffix.lower() == ".txt":
-            texts[f.with_suffix("")] = f
+            texts.setdefault(f.with_suffix(""), []).append(f)
         elif f.suffix.lower() in EXTENSIONS:
             media.setdefault(f.with_suffix(""), []).append(f)
     pairs, problems = [], []
     for stem in sorted(set(media) | set(texts)):
         found = media.get(stem, [])
-        if stem not in texts:
+        written = texts.get(stem, [])
+        if not written:
             problems += [f"{f}: no transcript ({f.with_suffix('.txt').name} beside it)" for f in found]
+        elif len(written) > 1:
+            problems.append(f"{written[0]}: {len(written)} transcripts share its name ({', '.join(f.name for f in written)})")
         elif not found:
-            problems.append(f"{texts[stem]}: no recording of the same name beside it")
+            problems.append(f"{written[0]}: no recording of the same name beside it")
         elif len(found) > 1:
-            problems.append(f"{texts[stem]}: {len(found)} recordings share its name ({', '.join(f.name for f in found)})")
+            problems.append(f"{written[0]}: {len(found)} recordings share its name ({', '.join(f.name for f in found)})")
         else:
-            pairs.append((found[0], texts[stem]))
+            pairs.append((found[0], written[0]))
     return pairs, problems
 
 
