@@ -243,6 +243,20 @@ def cut(text: str, heard: list[Heard], probs, samples: int, max_seconds: float, 
     return pieces, [c for c in cuts if (c.time, c.gap) in inner]
 
 
+def tally(pieces: list[Piece]) -> dict:
+    """A recording's pieces counted: pieces, kept, kept_seconds, the transcript's units (= kept_units + rejected_units)
+    and the rejected pieces by reason."""
+    kept = [x for x in pieces if x.reason is None]
+    units = sum(b - a for x in pieces for a, b in [x.units])
+    kept_units = sum(b - a for x in kept for a, b in [x.units])
+    reasons: dict[str, int] = {}
+    for x in pieces:
+        if x.reason is not None:
+            reasons[x.reason] = reasons.get(x.reason, 0) + 1
+    return {"pieces": len(pieces), "kept": len(kept), "kept_seconds": sum(x.seconds for x in kept), "units": units,
+            "kept_units": kept_units, "rejected_units": units - kept_units, "rejected": dict(sorted(reasons.items()))}
+
+
 def cut_errors(cuts: list[Cut], gaps: list[tuple[float, float]]) -> list[float]:
     """Each cut's distance in seconds from the true silence between the two units it separates (0 inside it);
     gaps[i]: the true end of reference unit i and start of unit i + 1."""

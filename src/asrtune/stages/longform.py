@@ -301,26 +301,25 @@ def cutting_report(corpus: str, recs: list[Recording], results: dict[str, dict[s
                                        cutting.MAX_CER)
             clip_of = [k for k, e in enumerate(r.clips) for _ in units(e.text)]
             n = len(cutting.spans(r.text))
+            timed = r.unit_times is not None and len(r.unit_times) == n
             gaps: list = [None] * max(0, n - 1)
             if len(clip_of) == n:
                 for i in range(n - 1):
-                    if r.unit_times is not None and len(r.unit_times) == n:
+                    if timed:
                         gaps[i] = (r.unit_times[i][1], r.unit_times[i + 1][0])
                     elif clip_of[i] != clip_of[i + 1]:
                         gaps[i] = (r.ends[clip_of[i]] / SAMPLE_RATE, r.offsets[clip_of[i + 1]] / SAMPLE_RATE)
                 counts["joins"] += len(r.clips) - 1
                 counts["joins_cut"] += sum(clip_of[c.gap] != clip_of[c.gap + 1] for c in cuts)
             errors += cutting.cut_errors([c for c in cuts if gaps[c.gap] is not None], gaps)
+            counted = cutting.tally(pieces)
             seconds += r.samples / SAMPLE_RATE
-            kept_seconds += sum(x.seconds for x in pieces if x.reason is None)
-            counts["pieces"] += len(pieces)
-            counts["kept"] += sum(x.reason is None for x in pieces)
-            counts["units"] += n
-            counts["kept_units"] += sum(b - a for x in pieces if x.reason is None for a, b in [x.units])
+            kept_seconds += counted["kept_seconds"]
+            for k in ("pieces", "kept", "units", "kept_units"):
+                counts[k] += counted[k]
             counts["cuts"] += len(cuts)
-            for x in pieces:
-                if x.reason is not None:
-                    reasons[x.reason] = reasons.get(x.reason, 0) + 1
+            for reason, k in counted["rejected"].items():
+                reasons[reason] = reasons.get(reason, 0) + k
         e = np.array(errors)
         out[m] = {"kept_share": round(kept_seconds / seconds, 4) if seconds else None, "kept_seconds": round(kept_seconds, 1),
                   **counts, "rejected": dict(sorted(reasons.items())), "measured_cuts": len(e),

@@ -153,7 +153,6 @@ def run(
         result = transcribe.transcribe_file(audio_path, run_model, p, None, audio)
         pieces, _ = cutting.cut(text, cutting.heard(result.pieces), result.probs, len(audio), max_seconds, max_cer)
         stem = _stem(audio_path, source)
-        kept_seconds = 0.0
         for n, piece in enumerate(pieces):
             utt = f"{stem}-{n:04d}"
             origin = f"{text_path}:{piece.line}"
@@ -165,21 +164,15 @@ def run(
             wav.parent.mkdir(parents=True, exist_ok=True)
             clip = np.clip(audio[piece.first : piece.last], -1.0, 1.0)
             sf.write(str(wav), clip, 16000, subtype="PCM_16")
-            kept_seconds += piece.seconds
             rows.append([utt, wav.relative_to(out).as_posix(), piece.text, stem, f"{piece.first / 16000:.3f}",
                          f"{piece.last / 16000:.3f}", origin])
-        units = sum(b - a for a, b in (x.units for x in pieces))
-        kept_units = sum(b - a for x in pieces if x.reason is None for a, b in [x.units])
-        reasons: dict[str, int] = {}
-        for x in pieces:
-            if x.reason is not None:
-                reasons[x.reason] = reasons.get(x.reason, 0) + 1
+        counted = cutting.tally(pieces)
+        reasons = counted["rejected"]
         summary[str(audio_path)] = {"transcript": str(text_path), "seconds": round(len(audio) / 16000, 3),
-                                    "kept_seconds": round(kept_seconds, 3), "pieces": len(pieces),
-                                    "kept": sum(x.reason is None for x in pieces), "rejected": reasons,
-                                    "units": units, "kept_units": kept_units, "rejected_units": units - kept_units}
+                                    **counted, "kept_seconds": round(counted["kept_seconds"], 3)}
+        kept_seconds = counted["kept_seconds"]
         share = kept_seconds / (len(audio) / 16000) if len(audio) else 0.0
-        why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+        why = ", ".join(f"{k} {v}" for k, v in reasons.items())
         tqdm.write(f"{audio_path}: {len(audio) / 16000:.1f} s, {len(pieces)} pieces: {summary[str(audio_path)]['kept']} kept "
                    f"({kept_seconds:.1f} s, {share:.0%} of the audio), {sum(reasons.values())} rejected" + (f" ({why})" if why else ""))
 
