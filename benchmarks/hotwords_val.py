@@ -3,7 +3,7 @@ buys on the domain's terms and costs on general speech, to choose the demo's def
 
 For a model (models/merged by default), the val splits of the domain-role corpora and the general-role corpora are
 decoded once without a list (the first pass), then once per setting with each utterance's context list, through the
-decode stage's own code (decode.transcriber, decode.decode_all, hotwords.for_decoding). Printed per setting:
+decode stage's own code (decode.transcriber, decode.decode_all, decode.list_pass, hotwords.for_decoding). Printed per setting:
 
 - domain val: term recall and B-CER with the list (scoring.term_recall, scoring.biased), CER with and without;
 - general val: CER with the list minus without, with its paired bootstrap 95% interval, and false term
@@ -81,7 +81,7 @@ def main() -> None:
     from asrtune.evaluation.normalization import normalize
     from asrtune.evaluation.scoring import Counts, align, biased, bootstrap_rates, false_alarms, interval95, term_recall, term_tokens
     from asrtune.evaluation.terms import read_terms
-    from asrtune.stages.decode import decode_all, transcriber
+    from asrtune.stages.decode import decode_all, list_pass, transcriber
 
     transformers.logging.set_verbosity_error()
     p = params.load(REPO / "params.yaml")
@@ -103,7 +103,7 @@ def main() -> None:
         for select in args.select:
             for bound in args.max_distance:
                 contexts = hotwords.for_decoding(terms, select, first, bound)
-                listed = decode_all(run, items, audio, p.decode.batch_size, f"select {select}, max distance {bound}", None, contexts)
+                listed = list_pass(run, items, audio, p.decode.batch_size, f"select {select}, max distance {bound}", contexts, first, set())
                 results[select, bound] = (listed, np.mean([len(contexts[e.key]) for e in items]) if items else 0.0)
 
     opts, tt = p.normalize, term_tokens(terms)

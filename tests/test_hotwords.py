@@ -285,7 +285,7 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
     assert "the 3 of 96 terms closest to its first pass" in listed["said"]
     # the tiny random model hears no term: with the bound 0, every utterance gets the plain prompt, the plain pass's output
     bounded = outputs["bounded"]
-    assert f"within pinyin distance 0 of it (0.0 terms on average, {len(keys)} utterances with none)" in bounded["said"]
+    assert f"within pinyin distance 0 of it (0.0 terms on average, {len(keys)} utterances with none, which keep the plain pass)" in bounded["said"]
     assert bounded[paths.decode_file("base+hotwords", "medical")] == bounded[paths.decode_file("base", "medical")]
 
 
@@ -317,3 +317,24 @@ def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisp
     for it in listed:
         sot = it["decoder_input_ids"].tolist().index(50258)  # <|startoftranscript|>
         assert (it["labels"][:sot + 3] == -100).all()  # the list and the task tokens never learned
+
+
+def test_the_list_pass_decodes_again_only_the_utterances_that_get_a_list():
+    from asrtune.corpus.chatml import Example
+    from asrtune.stages.decode import list_pass
+
+    seen = []
+
+    def transcribe(batch, audio, contexts=None):
+        seen.append([(e.key, tuple(c)) for e, c in zip(batch, contexts)])
+        return [f"with {','.join(c)}" for c in contexts]
+
+    items = [Example(key=k, audio="", text="") for k in "abcd"]
+    audio = {k: np.zeros(160 * (i + 1), np.float32) for i, k in enumerate("abcd")}
+    contexts = {"a": ["布洛芬"], "b": [], "c": ["CT", "血常规"], "d": []}
+    first = {k: f"first {k}" for k in "abcd"}
+    capped: set[str] = set()
+    hyps = list_pass(transcribe, items, audio, 16, "test", contexts, first, {"b", "c"}, capped)
+    assert hyps == {"a": "with 布洛芬", "b": "first b", "c": "with CT,血常规", "d": "first d"}
+    assert sorted(k for batch in seen for k, _ in batch) == ["a", "c"]  # b and d: no list, no second decode
+    assert capped == {"b"}  # b keeps its first-pass mark; c was decoded again (and this one did not stop at the guard)

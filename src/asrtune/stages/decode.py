@@ -8,8 +8,9 @@ real-time factor. Beside it, <corpus>.capped.txt lists the keys whose generation
 max new tokens rather than at an end token (a looping model runs into it), one a line.
 
 With decode.hotwords, a second pass gives each utterance the list as context (asrtune.evaluation.hotwords; with
-decode.hotwords_select, the terms closest to its first-pass hypothesis) into <corpus>.hotwords.tsv and
-<corpus>.hotwords.capped.txt, scored as <model>+hotwords; without, both are empty.
+decode.hotwords_select, the terms closest to its first-pass hypothesis; an utterance whose list comes out empty keeps
+its first pass) into <corpus>.hotwords.tsv and <corpus>.hotwords.capped.txt, scored as <model>+hotwords; without,
+both are empty.
 """
 
 from __future__ import annotations
@@ -131,6 +132,20 @@ def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, d
     return hyps
 
 
+def list_pass(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, contexts: dict[str, list[str]],
+              first: dict[str, str], first_capped: set, capped: set | None = None) -> dict[str, str]:
+    """decode.hotwords' second pass: each utterance with its context list. One whose list is empty keeps its first
+    pass (`first`, and its mark in `first_capped`): an empty list is the plain prompt, so decoding it again would
+    cost a decode and give the same words. With a distance bound most general speech gets no list."""
+    again = [e for e in items if contexts[e.key]]
+    hyps = {e.key: first[e.key] for e in items if not contexts[e.key]}
+    if capped is not None:
+        capped.update(k for k in hyps if k in first_capped)
+    if again:
+        hyps.update(decode_all(transcribe, again, audio, batch_size, desc, capped, contexts))
+    return hyps
+
+
 def run(model: str, corpus: str) -> None:
     """Write data/decode/<model>/<corpus>.tsv and <corpus>.capped.txt beside it."""
     p = params.load()
@@ -163,11 +178,11 @@ def run(model: str, corpus: str) -> None:
     note = f", {len(capped)} stopped at the max-new-tokens guard" if capped else ""
     print(f"decode {model} {corpus} ({runtime}): {len(items)} utterances, {seconds:.1f} s of audio in {wall:.1f} s, "
           f"RTF {wall / seconds:.3f}{note} -> {out}")
-    with_list(p, model, corpus, transcribe, items, audio, hyps, seconds)
+    with_list(p, model, corpus, transcribe, items, audio, hyps, capped, seconds)
 
 
 def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list[Example], audio: dict, first: dict[str, str],
-              seconds: float) -> None:
+              first_capped: set, seconds: float) -> None:
     """decode.hotwords: the second pass, each utterance with its context list, into <corpus>.hotwords.tsv (and its
     .capped.txt); without decode.hotwords (or for a forced aligner, given the transcript), both empty."""
     from asrtune.evaluation import hotwords
@@ -182,7 +197,7 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
     terms = read_terms(Path(p.decode.hotwords), "decode.hotwords")
     contexts = hotwords.for_decoding(terms, p.decode.hotwords_select, first, p.decode.hotwords_max_distance)
     start = time.perf_counter()
-    hyps = decode_all(transcribe, items, audio, p.decode.batch_size, f"decode {listed} {corpus}", capped, contexts)
+    hyps = list_pass(transcribe, items, audio, p.decode.batch_size, f"decode {listed} {corpus}", contexts, first, first_capped, capped)
     wall = time.perf_counter() - start
     out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")
     paths.capped_file(listed, corpus).write_text("".join(f"{k}\n" for k in sorted(capped)), encoding="utf-8")
@@ -192,6 +207,6 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
     if bound is not None:
         sizes = [len(c) for c in contexts.values()]
         chosen += (f" within pinyin distance {bound:g} of it ({sum(sizes) / max(1, len(sizes)):.1f} terms on average, "
-                   f"{sum(not n for n in sizes)} utterances with none)")
+                   f"{sum(not n for n in sizes)} utterances with none, which keep the plain pass)")
     print(f"decode {listed} {corpus}: each utterance with {chosen} as context, {wall:.1f} s (RTF {wall / seconds:.3f})"
           + (f", {len(capped)} stopped at the guard" if capped else "") + f" -> {out}")

@@ -142,7 +142,7 @@ def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] |
 
     from asrtune.corpus.chatml import Example
     from asrtune.evaluation import hotwords
-    from asrtune.stages.decode import decode_all
+    from asrtune.stages.decode import decode_all, list_pass
     from asrtune.transcription import media, vad
 
     if audio is None:
@@ -158,17 +158,17 @@ def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] |
     clips = {k: audio[s.first : s.last] for k, s in zip(keys, segments)}
     items = [Example(key=k, audio=str(path), text="") for k in keys]
 
-    def run_pass(contexts):
-        capped: set[str] = set()
-        hyps = decode_all(transcribe, items, clips, p.decode.batch_size, f"decode {path.name}", capped, contexts)
-        return hyps, capped
-
-    contexts = None
-    if terms:  # decode.hotwords' rule: the whole list, or with decode.hotwords_select k and a longer list, the k terms
-        select, bound = p.decode.hotwords_select, p.decode.hotwords_max_distance  # closest to a first pass without it
-        first = run_pass(None)[0] if hotwords.needs_first_pass(terms, select, bound) else dict.fromkeys(keys, "")
-        contexts = hotwords.for_decoding(terms, select, first, bound)
-    hyps, capped = run_pass(contexts)
+    hyps: dict[str, str] = {}
+    capped: set[str] = set()
+    select, bound = p.decode.hotwords_select, p.decode.hotwords_max_distance
+    # decode.hotwords' rule: the whole list, or with hotwords_select k and a longer list, the k terms closest to a first
+    # pass without it (within hotwords_max_distance); a segment whose list comes out empty keeps its first pass
+    if not terms or hotwords.needs_first_pass(terms, select, bound):
+        hyps = decode_all(transcribe, items, clips, p.decode.batch_size, f"decode {path.name}", capped)
+    if terms:
+        contexts = hotwords.for_decoding(terms, select, hyps or dict.fromkeys(keys, ""), bound)
+        first_capped, capped = capped, set()
+        hyps = list_pass(transcribe, items, clips, p.decode.batch_size, f"decode {path.name}", contexts, hyps, first_capped, capped)
     for k, s in zip(keys, segments):
         text, _, times = hyps[k].partition("\t")
         units = None
