@@ -149,7 +149,7 @@ def params_for(tmp: Path, tiny_whisper_dir: Path, **overrides) -> dict:
         stage["epochs"] = 1
     params["decode"]["batch_size"] = 8
     params["merge"]["scale"] = 1.0  # the demo's auto decodes val at every scale: tests of it ask for it
-    params["decode"]["hotwords"] = None  # the demo's list decodes every test set twice: tests of it ask for it
+    params["decode"]["hotwords"] = None  # the demo's list adds a second pass to every decode: tests of it ask for it
     params["decode"]["hotwords_select"] = None
     params["train"]["hotwords"] |= {"enabled": False, "terms": None}  # the demo trains with lists: tests of it ask for it
     for stage in params["mix"]["stages"].values():

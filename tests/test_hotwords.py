@@ -272,7 +272,7 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
         params_for(repo, tiny_whisper_dir, **overrides)
         said = in_process(repo, decode, "base", "medical")
         in_process(repo, normalize, "base", "medical")
-        files = (paths.decode_file("base", "medical"), paths.decode_file("base+hotwords", "medical"),
+        files = (paths.decode_file("base", "medical"), paths.decode_file("base+hotwords", "medical"), paths.capped_file("base", "medical"),
                  paths.capped_file("base+hotwords", "medical"), paths.normalized_file("base+hotwords", "medical"))
         outputs[name] = {f: (repo / f).read_bytes() for f in files}
         outputs[name]["said"] = said
@@ -287,6 +287,7 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
     bounded = outputs["bounded"]
     assert f"within pinyin distance 0 of it (0.0 terms on average, {len(keys)} utterances with none, which keep the plain pass)" in bounded["said"]
     assert bounded[paths.decode_file("base+hotwords", "medical")] == bounded[paths.decode_file("base", "medical")]
+    assert bounded[paths.capped_file("base+hotwords", "medical")] == bounded[paths.capped_file("base", "medical")]
 
 
 def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisper_dir, tmp_path):

@@ -222,3 +222,11 @@ def test_timestamps_and_hotwords_reach_the_family(tmp_path, recording, tiny_whis
     seen.clear()
     transcribe.transcribe_file(path, spy, p, ["阿莫西林", "布洛芬"])
     assert seen[:2] == [None, None] and len(seen) == 4 and all(len(c) == 1 for c in seen[2:])
+
+    # with a distance bound 0 the tiny random model heard no term: no segment gets a list, none is decoded again
+    p = p.model_copy(update={"decode": params.Decode(batch_size=4, hotwords_select=1, hotwords_max_distance=0.0)})
+    seen.clear()
+    bounded = transcribe.transcribe_file(path, spy, p, ["阿莫西林", "布洛芬"])
+    plain = transcribe.transcribe_file(path, spy, p, [])
+    assert seen == [None, None] * 2
+    assert [(x.text, x.capped) for x in bounded.pieces] == [(x.text, x.capped) for x in plain.pieces]

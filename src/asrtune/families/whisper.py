@@ -150,7 +150,7 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
     """Transcripts; with decode.timestamps, (transcript, [(unit, start, end), ...]) from transformers'
     cross-attention alignment (DTW over the alignment heads the generation config holds). `contexts`: a
     context list per clip (None: none), Whisper's previous text. generate() takes one prompt per call: each
-    run of clips with the same list is one call, in order (decode puts equal lists next to each other)."""
+    run of clips with the same list is one call, in order (decode sorts by length, not list: mostly one clip a call)."""
     contexts = contexts or [None] * len(audio)
     out = []
     for context, run in itertools.groupby(range(len(audio)), key=lambda i: tuple(contexts[i] or ())):

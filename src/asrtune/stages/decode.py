@@ -135,8 +135,9 @@ def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, d
 def list_pass(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, contexts: dict[str, list[str]],
               first: dict[str, str], first_capped: set, capped: set | None = None) -> dict[str, str]:
     """decode.hotwords' second pass: each utterance with its context list. One whose list is empty keeps its first
-    pass (`first`, and its mark in `first_capped`): an empty list is the plain prompt, so decoding it again would
-    cost a decode and give the same words. With a distance bound most general speech gets no list."""
+    pass (`first`, and its mark in `first_capped`): an empty list is the plain prompt, which the first pass already
+    decoded (again, in another batch, only its guard's length could differ). With a distance bound most general
+    speech gets no list."""
     again = [e for e in items if contexts[e.key]]
     hyps = {e.key: first[e.key] for e in items if not contexts[e.key]}
     if capped is not None:
