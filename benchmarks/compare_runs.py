@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from asrtune import paths
 from asrtune.evaluation.scoring import align, bootstrap_rates, interval95, resample_seed
 
 
 def errors(repo: Path, model: str, corpus: str) -> dict[str, tuple[int, int]]:
     """key -> (errors, reference tokens) of one run's normalized transcripts of a test set."""
-    f = repo / "data/normalized" / model / f"{corpus}.jsonl"
+    f = repo / paths.normalized_file(model, corpus)  # merged+hotwords: data/normalized/merged/<corpus>.hotwords.jsonl
     if not f.is_file() or not f.stat().st_size:
         sys.exit(f"{f}: not found or empty: run the pipeline there first (`dvc repro` or `dvc checkout`)")
     out = {}
@@ -40,8 +41,10 @@ def main() -> None:
     parser.add_argument("--corpora", nargs="+", help="test sets (default: every one the first run normalized)")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
-    corpora = args.corpora or sorted(f.stem for f in (args.first / "data/normalized" / args.model).glob("*.jsonl")
-                                     if not f.stem.endswith(".hotwords"))
+    corpora = args.corpora or sorted(f.stem for f in (args.first / paths.normalized_file(args.model, "x")).parent.glob("*.jsonl")
+                                     if not f.stem.endswith(paths.HOTWORDS.replace("+", ".")))
+    if not corpora:
+        sys.exit(f"{args.first}: no normalized transcripts of {args.model}: run the pipeline there first")
     print(f"{args.model}: {args.second} - {args.first}, paired 95% intervals ({args.resamples} resamples)\n")
     print("| test set | utterances | CER first | CER second | second − first [95%] |")
     print("|---|---|---|---|---|")

@@ -93,3 +93,9 @@ def test_compare_runs_pairs_two_workspaces(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/compare_runs.py", str(a), str(b)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "| medical | 4 | 0.1250 | 0.0000 | -0.1250 [" in out.stdout
+    for ws in (a, b):  # the second pass with the list sits beside the plain one: data/normalized/merged/<c>.hotwords.jsonl
+        (ws / "data/normalized/merged/medical.hotwords.jsonl").write_bytes((b / "data/normalized/merged/medical.jsonl").read_bytes())
+    out = subprocess.run([sys.executable, "benchmarks/compare_runs.py", str(a), str(b), "--model", "merged+hotwords"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| medical | 4 | 0.0000 | 0.0000 | +0.0000 [" in out.stdout
