@@ -219,6 +219,16 @@ def test_training_lists_hold_the_said_terms_and_distractors_seeded_per_utterance
     assert 0.62 < np.mean(shares) < 0.78  # a share `empty` of the utterances gets no list
 
 
+def test_near_distractors_are_the_sound_alikes_of_the_transcript_and_the_rest_random():
+    terms = TERMS + ["肌酐", "记账本"]  # 肌酐 ji gan sounds like 记账 ji zhang; 记账本 is said only in part
+    ex = Example("general-007", "a.wav", "我下载了一个记账的app")
+    words = hotwords.Sampler(terms, 3, 0.0, 0.0, 0, near=2)(ex)
+    assert len(words) == 3 == len(set(words)) and {"记账本", "肌酐"} <= set(words)  # the two closest, one drawn at random
+    assert hotwords.Sampler(terms, 1, 0.0, 0.0, 0, near=5)(ex) == ["记账本"]  # near never exceeds distractors
+    plain = [hotwords.Sampler(terms, 3, 0.0, 0.0, 0)(Example(f"k{i}", "a.wav", "我下载了一个记账的app")) for i in range(200)]
+    assert 0.1 < np.mean(["肌酐" in w for w in plain]) < 0.6  # without near, a sound-alike is only drawn by chance
+
+
 def test_a_near_homophone_in_the_first_pass_selects_the_true_term():
     terms = ["阿司匹林", "莫沙必利", "阿莫西林", "CT", "西地兰"]
     assert hotwords.closest(terms, "病人服用阿莫西琳三天", 1) == ["阿莫西林"]  # 琳 lin for 林 lin

@@ -174,6 +174,7 @@ class TrainHotwords(Strict):
     enabled: bool = False
     terms: str | None = None  # a term list file (one per line, # comments), e.g. data/hotwords/medical.txt
     distractors: Annotated[int, Field(ge=0)] = 10
+    near: Annotated[int, Field(ge=0)] = 0  # of the distractors, the terms closest in pinyin to the transcript
     drop: Annotated[float, Field(ge=0, le=1)] = 0.2
     empty: Annotated[float, Field(ge=0, le=1)] = 0.5  # chosen on the demo's val splits against 0.2 (RESULTS.md)
     seed: int = 0

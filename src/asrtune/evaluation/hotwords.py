@@ -2,8 +2,9 @@
 (each family puts a list in its prompt with one function: whisper.prompt_ids, audiollm.Prompt).
 
 Training (train.hotwords): per utterance, seeded by its key, the terms of the list its transcript holds (each
-dropped at `drop`), plus `distractors` other terms, shuffled; a share `empty` gets no list at all. The model learns
-to use a list and to ignore what in it was not said, and still transcribes without one.
+dropped at `drop`), plus `distractors` other terms, `near` of them the ones closest in pinyin to its transcript (the
+sound-alikes decoding's selection offers), the rest drawn at random, shuffled; a share `empty` gets no list at all.
+The model learns to use a list and to ignore what in it was not said, and still transcribes without one.
 
 Decoding (decode.hotwords): the whole list, or with decode.hotwords_select k, per utterance the k terms closest in
 pinyin to what a first pass without the list heard (a list longer than a prompt holds, Whisper's 224 tokens say);
@@ -34,10 +35,11 @@ class Sampler:
     """example -> its training context list (train.hotwords), the same on every call and in every process: the
     random draws are seeded by `seed` and the utterance's key alone."""
 
-    def __init__(self, terms: list[str], distractors: int, drop: float, empty: float, seed: int):
+    def __init__(self, terms: list[str], distractors: int, drop: float, empty: float, seed: int, near: int = 0):
         self.terms = list(dict.fromkeys(terms))
         self.keys = [_tokens(t) for t in self.terms]
         self.distractors, self.drop, self.empty, self.seed = distractors, drop, empty, seed
+        self.near = min(near, distractors)
 
     def __call__(self, ex: Example) -> list[str]:
         rng = random.Random(f"{self.seed}/{ex.key}")  # a str seed is hashed the same in every run
@@ -47,7 +49,9 @@ class Sampler:
         true = [t for t, k in zip(self.terms, self.keys) if _holds(said, k)]
         kept = [t for t in true if rng.random() >= self.drop]
         others = [t for t in self.terms if t not in true]
-        words = kept + rng.sample(others, min(self.distractors, len(others)))
+        close = closest(others, ex.text, self.near) if self.near else []
+        others = [t for t in others if t not in close]
+        words = kept + close + rng.sample(others, min(self.distractors - len(close), len(others)))
         rng.shuffle(words)
         return words
 

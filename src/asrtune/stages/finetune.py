@@ -101,7 +101,7 @@ def context_lists(p: params.Params, family: str):
     from asrtune.evaluation.hotwords import Sampler
     from asrtune.evaluation.terms import read_terms
 
-    return Sampler(read_terms(Path(h.terms), "train.hotwords.terms"), h.distractors, h.drop, h.empty, h.seed)
+    return Sampler(read_terms(Path(h.terms), "train.hotwords.terms"), h.distractors, h.drop, h.empty, h.seed, h.near)
 
 
 def run(stage: str) -> None:
