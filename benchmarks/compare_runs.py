@@ -41,8 +41,10 @@ def main() -> None:
     parser.add_argument("--corpora", nargs="+", help="test sets (default: every one the first run normalized)")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
-    corpora = args.corpora or sorted(f.stem for f in (args.first / paths.normalized_file(args.model, "x")).parent.glob("*.jsonl")
-                                     if not f.stem.endswith(paths.HOTWORDS.replace("+", ".")))
+    # default: every corpus whose transcripts of this model normalize wrote (the plain and the list pass share a folder)
+    folder = (args.first / paths.normalized_file(args.model, "_")).parent
+    names = {f.name.split(".")[0] for f in folder.glob("*.jsonl")}
+    corpora = args.corpora or sorted(c for c in names if (args.first / paths.normalized_file(args.model, c)).is_file())
     if not corpora:
         sys.exit(f"{args.first}: no normalized transcripts of {args.model}: run the pipeline there first")
     print(f"{args.model}: {args.second} - {args.first}, paired 95% intervals ({args.resamples} resamples)\n")
