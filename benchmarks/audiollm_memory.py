@@ -168,7 +168,8 @@ def step_child(model_name: str, setting: str, quick: bool, tmp: Path, steps: int
     from asrtune.corpus.chatml import Example
     from asrtune.testing import FORCED_ALIGNER_TEMPLATE, demo_texts, tiny_qwen_tokenizer
     from asrtune.train import hf_trainer
-    from asrtune.train.encoder_cache import EncoderCache, weights_digest
+    from asrtune.train.encoder_cache import EncoderCache
+    from asrtune.weights.digest import weights_digest
     from asrtune.weights.funasr_layout import FUN_ASR_TEMPLATE
 
     warnings.filterwarnings("ignore")

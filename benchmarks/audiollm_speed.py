@@ -188,7 +188,8 @@ def _trainer_run(hf_dir: Path, clips: list[dict], batch: int, steps: int, tmp: P
 
     from asrtune.families import audiollm, shared
     from asrtune.train import hf_trainer
-    from asrtune.train.encoder_cache import EncoderCache, weights_digest
+    from asrtune.train.encoder_cache import EncoderCache
+    from asrtune.weights.digest import weights_digest
 
     torch.manual_seed(42)
     model, processor = audiollm.load_plain(hf_dir), audiollm.load_processor(hf_dir)

@@ -379,12 +379,18 @@ def test_the_cache_lives_outside_the_workspace_and_can_be_listed_and_cleared(mon
     (tmp_path / "mine/checkpoints/finetune-s1-0123/checkpoint-6/trainer_state.json").write_text("{}")
     (tmp_path / "mine/encoder/abc-float16").mkdir(parents=True)
     (tmp_path / "mine/encoder/abc-float16/x.npy").write_bytes(b"0" * 2048)
-    cache.run(clear_checkpoints=False)
+    (tmp_path / "mine/decode/def").mkdir(parents=True)
+    (tmp_path / "mine/decode/def/y.pt").write_bytes(b"0" * 2048)
+    cache.run(clear_checkpoints=False, clear_decode=False)
     listed = capsys.readouterr().out
     assert "checkpoints/finetune-s1-0123" in listed and "checkpoint-6" in listed and "encoder/abc-float16" in listed
-    cache.run(clear_checkpoints=True)
-    assert "removed 1 checkpoint folders" in capsys.readouterr().out
+    assert "decode/def" in listed
+    cache.run(clear_checkpoints=True, clear_decode=False)
+    assert "removed 1 checkpoints folders" in capsys.readouterr().out
     assert not (tmp_path / "mine/checkpoints/finetune-s1-0123").exists() and (tmp_path / "mine/encoder/abc-float16/x.npy").exists()
+    cache.run(clear_checkpoints=False, clear_decode=True)
+    assert "removed 1 decode folders" in capsys.readouterr().out
+    assert not (tmp_path / "mine/decode/def").exists() and (tmp_path / "mine/encoder/abc-float16/x.npy").exists()
 
 
 def test_curves_of_a_run_killed_mid_write_are_trimmed_to_the_resumed_step(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from transformers.modeling_outputs import BaseModelOutput
 
 from asrtune.corpus import timestamps
 from asrtune.corpus.chatml import Example
@@ -146,15 +147,17 @@ def encode(model, processor, audio: list[np.ndarray]) -> list[torch.Tensor]:
 
 
 def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], p,
-               contexts: list[list[str] | None] | None = None) -> list[str] | list[tuple[str, list]]:
+               contexts: list[list[str] | None] | None = None, encode=None) -> list[str] | list[tuple[str, list]]:
     """Transcripts; with decode.timestamps, (transcript, [(unit, start, end), ...]) from transformers'
     cross-attention alignment (DTW over the alignment heads the generation config holds). `contexts`: a
     context list per clip (None: none), Whisper's previous text. generate() takes one prompt per call: each
-    run of clips with the same list is one call, in order (decode sorts by length, not list: mostly one clip a call)."""
+    run of clips with the same list is one call, in order (decode sorts by length, not list: mostly one clip a call).
+    `encode`: features -> encoder outputs (transcription.encoder_reuse's, which keeps them); None: the encoder."""
     contexts = contexts or [None] * len(audio)
+    encode = encode or (lambda feats: model.get_encoder()(input_features=feats).last_hidden_state)
     out = []
     for context, run in itertools.groupby(range(len(audio)), key=lambda i: tuple(contexts[i] or ())):
-        out += _transcribe(model, processor, [audio[i] for i in run], p, list(context))
+        out += _transcribe(model, processor, [audio[i] for i in run], p, list(context), encode)
     return out
 
 
@@ -166,7 +169,7 @@ def begin_suppress(model) -> list[int]:
     return [t for t in (model.generation_config.begin_suppress_tokens or []) if t != eos]
 
 
-def _transcribe(model, processor, audio: list[np.ndarray], p, context: list[str]):
+def _transcribe(model, processor, audio: list[np.ndarray], p, context: list[str], encode):
     d = p.decode
     prev = context_ids(processor.tokenizer, context)
     max_new = min(model.config.max_target_positions - 8 - len(prev), max_new_tokens(audio, d))
@@ -174,18 +177,18 @@ def _transcribe(model, processor, audio: list[np.ndarray], p, context: list[str]
                    no_repeat_ngram_size=d.no_repeat_ngram_size or None, begin_suppress_tokens=begin_suppress(model))
     if prev:  # generate() puts it before its own <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
         options["prompt_ids"] = torch.tensor(prev, device=model.device)
-    if not d.timestamps:
-        feats = features(processor, audio).to(model.device, dtype=model.dtype)
-        with torch.no_grad():
-            return processor.batch_decode(model.generate(feats, **options), skip_special_tokens=True)
-    if not getattr(model.generation_config, "alignment_heads", None):
+    if d.timestamps and not getattr(model.generation_config, "alignment_heads", None):
         raise ValueError("decode.timestamps: the model's generation config has no alignment_heads")
     fe = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+    with torch.no_grad():
+        # the encoder runs first, on its own (through `encode`, which may have its outputs already): inside generate()
+        # with timestamps it would keep its self-attention weights too (batch x heads x 1500 x 1500 per layer: 6.9 GB
+        # for whisper-base at batch 16), which the alignment never reads
+        encoded = BaseModelOutput(last_hidden_state=encode(fe.input_features.to(model.device, dtype=model.dtype)))
+        if not d.timestamps:
+            return processor.batch_decode(model.generate(encoder_outputs=encoded, **options), skip_special_tokens=True)
     attn = model.config._attn_implementation
     with torch.no_grad():
-        # the encoder runs first, on its own: inside generate() it would keep its self-attention weights too
-        # (batch x heads x 1500 x 1500 per layer: 6.9 GB for whisper-base at batch 16), which the alignment never reads
-        encoded = model.get_encoder()(input_features=fe.input_features.to(model.device, dtype=model.dtype))
         # the attention mask tells the alignment where each clip's audio ends
         out = model.generate(encoder_outputs=encoded, attention_mask=fe.attention_mask.to(model.device),
                              return_token_timestamps=True, **options)

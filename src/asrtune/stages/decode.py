@@ -100,9 +100,16 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
     chosen = net.asrtune_precision
     runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
     guard.watch_transformers(net)
+    if fam.NAME == "whisper" and net.device.type == "cpu":  # its encoder is most of a CPU's decoding: reuse it
+        from asrtune.transcription.encoder_reuse import EncoderOutputs
+
+        reuse = {"encode": EncoderOutputs(net.get_encoder(), chosen)}
+        runs += ", encoder outputs reused from the cache"
+    else:
+        reuse = {}
 
     def transcribe(batch, audio, contexts=None):
-        return fam.transcribe(net, processor, batch, audio, p, contexts)
+        return fam.transcribe(net, processor, batch, audio, p, contexts, **reuse)
 
     transcribe.guard = guard
     return transcribe, f"transformers, {net.device}, {runs}"

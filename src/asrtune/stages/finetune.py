@@ -41,14 +41,13 @@ def check_flags(p: params.Params, stage: str, fam, say=print) -> bool:
 # the code a finetune stage trains with, whatever the family: what stages/finetune.py imports, transitively, but
 # the family modules (tests/test_dvc_deps.py checks that, for each family, code_files is its import closure
 # less errors, params and paths, which cannot change an output; dvc.yaml's deps are the closure over all families)
-CODE = ("stages/finetune.py", "train/hf_trainer.py", "train/encoder_cache.py", "weights/chain.py",
+CODE = ("stages/finetune.py", "train/hf_trainer.py", "train/encoder_cache.py", "weights/digest.py", "weights/chain.py",
         "families/registry.py", "families/shared.py", "corpus/chatml.py", "corpus/sources.py", "corpus/timestamps.py",
         "corpus/manifest.py", "weights/precision.py", "train/distributed.py", "train/cache.py", "evaluation/hotwords.py",
         "evaluation/normalization.py", "evaluation/terms.py")
 
 
 # what else a family's training runs: another family's code (the aligner reuses audiollm's inputs and collator)
-# (the aligner reuses audiollm's inputs and collator)
 SHARED = {"aligner": ("families/audiollm.py",)}
 
 
@@ -146,7 +145,8 @@ def run(stage: str) -> None:
         import transformers
 
         from asrtune.train import hf_trainer
-        from asrtune.train.encoder_cache import EncoderCache, weights_digest
+        from asrtune.train.encoder_cache import EncoderCache
+        from asrtune.weights.digest import weights_digest
 
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks transformers 5 the old way
         args = hf_trainer.arguments(t, cfg, ckpt_dir, chosen)  # joins the process group under torchrun

@@ -35,17 +35,20 @@ def size_of(folder: Path) -> tuple[int, int, float]:
 
 
 def run(clear_checkpoints: bool = typer.Option(False, "--clear-checkpoints",
-                                               help="remove every run's checkpoints (while no finetune is running)")) -> None:
-    """List the asrtune cache (ASRTUNE_CACHE, default ~/.cache/asrtune)."""
+                                               help="remove every run's checkpoints (while no finetune is running)"),
+        clear_decode: bool = typer.Option(False, "--clear-decode",
+                                          help="remove the encoder outputs decode keeps (while nothing decodes)")) -> None:
+    """List the asrtune cache (ASRTUNE_CACHE, default ~/.cache/asrtune): checkpoints, encoder (training's frozen
+    encoder outputs), decode (whisper's encoder outputs, kept between decodes on a CPU), http (downloads)."""
     root = paths.cache_dir()
     print(f"asrtune cache: {root.resolve()}")
-    for kind in ("checkpoints", "encoder", "http"):
+    for kind in ("checkpoints", "encoder", "decode", "http"):
         entries = sorted(p for p in (root / kind).glob("*")) if (root / kind).is_dir() else []
         for entry in entries:
             n, size, newest = size_of(entry) if entry.is_dir() else (1, entry.stat().st_size, entry.stat().st_mtime)
             detail = ", ".join(sorted(c.name for c in entry.glob("checkpoint-*"))) if kind == "checkpoints" else f"{n} files"
             print(f"  {kind}/{entry.name}  {size / 2**20:.1f} MiB  {detail}  last written {time.strftime('%Y-%m-%d %H:%M', time.localtime(newest))}")
-        if kind == "checkpoints" and clear_checkpoints and entries:
+        if entries and ((kind == "checkpoints" and clear_checkpoints) or (kind == "decode" and clear_decode)):
             for entry in entries:
-                shutil.rmtree(entry)
-            print(f"  removed {len(entries)} checkpoint folders")
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            print(f"  removed {len(entries)} {kind} folders")

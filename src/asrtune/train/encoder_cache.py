@@ -16,14 +16,6 @@ import torch
 from tqdm import tqdm
 
 
-def weights_digest(module: torch.nn.Module, extra: str = "") -> str:
-    """Identifies the encoder: same weights (and feature settings), same cache folder."""
-    h = hashlib.sha256(extra.encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
-
 
 def audio_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:24]
