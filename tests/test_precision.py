@@ -56,10 +56,12 @@ def _decode_logits(p, model_dir: Path, monkeypatch) -> torch.Tensor:
     """The logits of the model decode builds, computed where decode's transcribe would run (its autocast too)."""
     seen = {}
 
-    def probe(model, processor, batch, audio, p, *contexts):
+    def probe(model, processor, batch, audio, p, contexts=None, encode=None):
         feats = whisper.features(processor, audio).to(model.device, model.dtype)
         prompt = torch.tensor([[50258, 50260, 50359, 50363]])
-        seen["logits"] = model(input_features=feats, decoder_input_ids=prompt).logits.float()
+        assert encode is not None  # on a CPU the encoder's outputs come through decode's reuse (the second call: stored)
+        for _ in range(2):
+            seen["logits"] = model(encoder_outputs=(encode(feats),), decoder_input_ids=prompt).logits.float()
         return ["" for _ in audio]
 
     monkeypatch.setattr(whisper, "transcribe", probe)
