@@ -57,6 +57,12 @@ def test_decode_speed_quick():
     assert "CER of models/merged: transformers" in out
 
 
+def test_decode_reuse_quick():
+    out = quick("decode_reuse.py")
+    assert "| base | " in out and "| merged+hotwords | " in out and "| all four | " in out
+    assert "DIFFER" not in out and out.count("| the same |") == 5
+
+
 def test_transcribe_speed_quick():
     out = quick("transcribe_speed.py")
     assert out.count("| asrtune transcribe,") == 2 and "| faster-whisper transcribe(vad_filter=True) |" in out
