@@ -74,11 +74,13 @@ class Guard:
         engine.model = Counted()
 
 
-def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=None):
+def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=None, reuse: bool = False):
     """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine; transcribe.guard says which
     rows of its last batch stopped at the max-new-tokens guard. `net`: a model in memory, float32 (the sweep's
     interpolations, whose weights change between calls of transcribe), run through transformers as
-    precision.load_for_inference runs model_dir's; model_dir then names its chain, for the family and processor."""
+    precision.load_for_inference runs model_dir's; model_dir then names its chain, for the family and processor.
+    `reuse`: keep Whisper's encoder outputs in the asrtune cache (transcription.encoder_reuse), for the stages that
+    encode the same clips again (decode, the sweep, longform); not for a one-off transcription of a user's files."""
     guard = Guard()
     if p.decode.engine == "ctranslate2" and net is None:
         from asrtune.weights.ct2_engine import Engine, check_family
@@ -100,16 +102,15 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
     chosen = net.asrtune_precision
     runs = "float32" if chosen == "fp32" else f"float32 weights under {precision.TORCH_DTYPES[chosen]} autocast"
     guard.watch_transformers(net)
-    if fam.NAME == "whisper" and net.device.type == "cpu":  # its encoder is most of a CPU's decoding: reuse it
-        from asrtune.transcription.encoder_reuse import EncoderOutputs
+    from asrtune.transcription import encoder_reuse
 
-        reuse = {"encode": EncoderOutputs(net.get_encoder(), chosen)}
+    kept = {}
+    if reuse and encoder_reuse.applies(fam.NAME, net.device.type, chosen):  # its encoder is most of a CPU's decoding
+        kept = {"encode": encoder_reuse.EncoderOutputs(net.get_encoder(), chosen)}
         runs += ", encoder outputs reused from the cache"
-    else:
-        reuse = {}
 
     def transcribe(batch, audio, contexts=None):
-        return fam.transcribe(net, processor, batch, audio, p, contexts, **reuse)
+        return fam.transcribe(net, processor, batch, audio, p, contexts, **kept)
 
     transcribe.guard = guard
     return transcribe, f"transformers, {net.device}, {runs}"
@@ -165,7 +166,7 @@ def run(model: str, corpus: str) -> None:
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: not found (run `dvc repro {'base' if model == 'base' else 'merge'}` first)")
 
-    transcribe, runtime = transcriber(p, model_dir, paths.ct2_dir(model))
+    transcribe, runtime = transcriber(p, model_dir, paths.ct2_dir(model), reuse=True)
     audio = {e.key: sf.read(e.audio, dtype="float32")[0] for e in items}
     start = time.perf_counter()
     capped: set[str] = set()

@@ -194,7 +194,7 @@ def build(corpus: str, cfg: params.Longform, opts: params.Normalize) -> list[Rec
 def transcribe_all(p: params.Params, model: str, recordings: list[Recording]) -> dict[str, transcribe.Result]:
     """recording id -> its VAD segments as `model` transcribed them, through `asrtune transcribe`'s own code."""
     model_dir = paths.model_dir(model)
-    run_model, runtime = transcriber(p, model_dir, paths.ct2_dir(model))
+    run_model, runtime = transcriber(p, model_dir, paths.ct2_dir(model), reuse=True)
     seconds = sum(r.samples for r in recordings) / SAMPLE_RATE
     print(f"longform {model} ({runtime}): {len(recordings)} recordings, {seconds / 60:.1f} min")
     out = {}

@@ -142,7 +142,7 @@ def _decode(p: params.Params, sets: dict, scales: list[float]) -> tuple[dict, st
                 copies[t.data_ptr()] = t.detach().clone()
             tuned[k] = copies[t.data_ptr()]
     base = chain.load(chain.root_of(source)).to(torch.float32)  # models/base, as merge interpolates from it
-    transcribe, runtime = transcriber(q, source, None, net=net)
+    transcribe, runtime = transcriber(q, source, None, net=net, reuse=True)
     audio = {c: {e.key: sf.read(e.audio, dtype="float32")[0] for e in items} for c, (_, items) in sets.items()}
     counts: dict[str, dict[float, Counts]] = {c: {} for c in sets}
     for scale in scales:
