@@ -78,7 +78,7 @@ def test_capped_utterances_flow_from_decode_to_score(tmp_path, monkeypatch):
     params_for(repo, repo / "no-model-needed", **{"data.corpora": {"medical": {"role": "domain", "source": "demo/medical.yaml"}},
                                                   "decode.batch_size": 4, "decode.timestamps": False})
 
-    def transcriber(p, model_dir, ct2_dir):
+    def transcriber(p, model_dir, ct2_dir, reuse=False):
         net, guard, loops = FakeNet(False), decode.Guard(), model_dir.name == "base"
         guard.watch_transformers(net)
 
