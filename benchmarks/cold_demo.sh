@@ -10,7 +10,8 @@ export UV_CACHE_DIR="$work/uv-cache" ASRTUNE_CACHE="$work/asrtune-cache"
 start=$(date +%s)
 echo "start $(date +%T) at $(git rev-parse --short HEAD) in $work"
 python3 -m pip install -q uv
-uv run --locked --compile-bytecode --extra demo dvc repro 2>&1 | python3 -u -c '
+timed=(); [ -x /usr/bin/time ] && timed=(/usr/bin/time -v)  # peak memory too, where GNU time is installed
+"${timed[@]}" uv run --locked --compile-bytecode --extra demo dvc repro 2>&1 | python3 -u -c '
 import sys, time
 for line in sys.stdin:
     sys.stdout.write(time.strftime("%H:%M:%S ") + line)'

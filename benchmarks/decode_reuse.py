@@ -12,28 +12,18 @@ the start, as on a fresh machine). Prints each decode's time, the ratio, and whe
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import soundfile as sf
+from decode_speed import demo_clips, quick_setup
 
 from asrtune import params, paths
-from asrtune.corpus.chatml import Example, examples
-from asrtune.corpus.manifest import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_clips(corpora: list[str]) -> list[Example]:
-    items = []
-    for corpus in corpora:
-        test = REPO / paths.split_dir(corpus) / "test.jsonl"
-        if not test.is_file():
-            raise SystemExit(f"{test}: not found: run the demo first (`uv run --extra demo dvc repro`)")
-        items += [Example(e.key, str(REPO / e.audio), e.text, e.system, e.prompt) for e in examples(read_jsonl(test))]
-    return items
 
 
 def main() -> None:
@@ -43,42 +33,32 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
-    import transformers
 
     from asrtune.evaluation import hotwords
     from asrtune.evaluation.terms import read_terms
-    from asrtune.families import whisper
-    from asrtune.stages.decode import decode_all, list_pass
-    from asrtune.transcription.encoder_reuse import EncoderOutputs
-    from asrtune.weights import chain, precision
+    from asrtune.stages.decode import decode_all, list_pass, transcriber
 
-    transformers.logging.set_verbosity_error()
     p = params.load(REPO / "params.yaml")
     with tempfile.TemporaryDirectory(prefix="asrtune-reuse-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        os.environ["ASRTUNE_CACHE"] = str(tmp / "cache")  # an empty store, as on a fresh machine
         if args.quick:
-            from decode_speed import quick_setup
-
             base, merged, items = quick_setup(tmp)
             terms = ["阿莫西林", "布洛芬", "CT"]
         else:
-            base, merged, items = REPO / paths.BASE_MODEL, REPO / paths.MERGED_MODEL, test_clips(args.corpus or ["medical", "general"])
+            base, merged, items = REPO / paths.BASE_MODEL, REPO / paths.MERGED_MODEL, demo_clips(p, args.corpus or ["medical", "general"])
             terms = read_terms(REPO / p.decode.hotwords, "decode.hotwords") if p.decode.hotwords else []
         audio = {e.key: sf.read(e.audio, dtype="float32")[0] for e in items}
         seconds = sum(len(a) for a in audio.values()) / 16000
-        nets = {name: precision.load_for_inference(p, src)[0] for name, src in (("base", base), ("merged", merged))}
-        processor = whisper.load_processor(chain.root_of(base))
         b = p.decode.batch_size
 
-        def decodes(encoders: dict) -> tuple[dict, dict]:
+        def decodes(reuse: bool) -> tuple[dict, dict]:
             """Each model's plain pass, then its hotword pass, as the decode stages run them (base first)."""
             hyps, times = {}, {}
-            for name, net in nets.items():
-                def run(batch, clips, contexts=None, net=net, name=name):
-                    return whisper.transcribe(net, processor, batch, clips, p, contexts, encode=encoders.get(name))
-
+            for name, src in (("base", base), ("merged", merged)):
+                run, _ = transcriber(p, src, None, reuse=reuse)
                 start = time.perf_counter()
-                first = decode_all(run, items, audio, b, f"{name}")
+                first = decode_all(run, items, audio, b, name)
                 times[name] = time.perf_counter() - start
                 contexts = hotwords.for_decoding(terms, p.decode.hotwords_select, first, p.decode.hotwords_max_distance)
                 start = time.perf_counter()
@@ -87,12 +67,10 @@ def main() -> None:
                 hyps[name], hyps[name + "+hotwords"] = first, listed
             return hyps, times
 
-        first_clip = [audio[items[0].key]]
-        whisper.transcribe(nets["base"], processor, items[:1], first_clip, p)  # lazy initialisation is not decoding speed
-        plain, plain_t = decodes({})
-        store = tmp / "store"
-        reused, reused_t = decodes({name: EncoderOutputs(net.get_encoder(), net.asrtune_precision, store)
-                                    for name, net in nets.items()})
+        warm, _ = transcriber(p, base, None)
+        warm(items[:1], [audio[items[0].key]])  # lazy initialisation is not decoding speed
+        plain, plain_t = decodes(reuse=False)
+        reused, reused_t = decodes(reuse=True)
 
     print(f"\n{len(items)} clips, {seconds:.1f} s of audio, CPU ({torch.get_num_threads()} torch threads), "
           f"{'a tiny random Whisper' if args.quick else 'models/base and models/merged (whisper-base)'}, "

@@ -36,9 +36,10 @@ from asrtune.families.shared import max_new_tokens
 REPO = Path(__file__).resolve().parents[1]
 
 
-def demo_clips(p: params.Params) -> list[Example]:
+def demo_clips(p: params.Params, corpora: list[str] | None = None) -> list[Example]:
+    """The test clips of `corpora` (default: every corpus of params.yaml), audio paths from the repository root."""
     items = []
-    for corpus in p.data.corpora:
+    for corpus in corpora or p.data.corpora:
         test = REPO / paths.split_dir(corpus) / "test.jsonl"
         if not test.is_file():
             sys.exit(f"{test}: not found: run the demo first (`uv run --extra demo dvc repro`)")

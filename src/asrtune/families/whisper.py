@@ -187,8 +187,7 @@ def _transcribe(model, processor, audio: list[np.ndarray], p, context: list[str]
         encoded = BaseModelOutput(last_hidden_state=encode(fe.input_features.to(model.device, dtype=model.dtype)))
         if not d.timestamps:
             return processor.batch_decode(model.generate(encoder_outputs=encoded, **options), skip_special_tokens=True)
-    attn = model.config._attn_implementation
-    with torch.no_grad():
+        attn = model.config._attn_implementation
         # the attention mask tells the alignment where each clip's audio ends
         out = model.generate(encoder_outputs=encoded, attention_mask=fe.attention_mask.to(model.device),
                              return_token_timestamps=True, **options)

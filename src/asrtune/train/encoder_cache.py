@@ -16,7 +16,6 @@ import torch
 from tqdm import tqdm
 
 
-
 def audio_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:24]
 
