@@ -1,18 +1,20 @@
-"""decode.hotwords' selection settings measured on val, never on test: what each (hotwords_select, hotwords_max_distance)
-buys on the domain's terms and costs on general speech, to choose the demo's defaults by measurement.
+"""decode.hotwords' settings measured on val, never on test: what each (hotwords_select, hotwords_max_distance,
+hotwords_bonus) buys on the domain's terms and costs on general speech, to choose the demo's defaults by measurement.
 
 For a model (models/merged by default), the val splits of the domain-role corpora and the general-role corpora are
 decoded once without a list (the first pass), then once per setting with each utterance's context list, through the
-decode stage's own code (decode.transcriber, decode.decode_all, decode.list_pass, hotwords.for_decoding). Printed per setting:
+decode stage's own code (decode.transcriber, decode.decode_all, decode.list_pass, hotwords.for_decoding); each bonus
+checks the same second pass (decode.refused_changes). Printed per setting:
 
 - domain val: term recall and B-CER with the list (scoring.term_recall, scoring.biased), CER with and without;
 - general val: CER with the list minus without, with its paired bootstrap 95% interval, and false term
   occurrences per utterance (scoring.false_alarms);
-- the mean list length each got.
+- the mean list length each got, and how many second-pass transcripts the bonus's check sent back to the first pass.
 
     uv run --extra demo dvc repro                      # the finished demo
     uv run python benchmarks/hotwords_val.py           # select 12 x max_distance none, 0.5, 0.35, 0.2 (about 10 min)
     uv run python benchmarks/hotwords_val.py --select 12 6 --max-distance none 0.3
+    uv run python benchmarks/hotwords_val.py --select 12 --max-distance 0.3 --bonus none 4 2 1 0.5
     uv run python benchmarks/hotwords_val.py --quick   # a tiny random Whisper on 6 clips: a smoke run
 """
 
@@ -72,6 +74,10 @@ def main() -> None:
     parser.add_argument("--select", type=int, nargs="+", default=[12], help="decode.hotwords_select values")
     parser.add_argument("--max-distance", type=distance_arg, nargs="+", default=[None, 0.5, 0.35, 0.2],
                         help="decode.hotwords_max_distance values (none: no bound)")
+    parser.add_argument("--bonus", type=distance_arg, nargs="+", default=[None],
+                        help="decode.hotwords_bonus values (none: no check)")
+    parser.add_argument("--every-change", action="store_true",
+                        help="the bonus's check also sends back changes that gained no term (decode.refused_changes' every_change)")
     parser.add_argument("--quick", action="store_true", help="tiny random Whisper, 6 noise clips (smoke run)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -81,7 +87,7 @@ def main() -> None:
     from asrtune.evaluation.normalization import normalize
     from asrtune.evaluation.scoring import Counts, align, biased, bootstrap_rates, false_alarms, interval95, term_recall, term_tokens
     from asrtune.evaluation.terms import read_terms
-    from asrtune.stages.decode import decode_all, list_pass, transcriber
+    from asrtune.stages.decode import refused_changes, decode_all, list_pass, transcriber
 
     transformers.logging.set_verbosity_error()
     p = params.load(REPO / "params.yaml")
@@ -95,7 +101,7 @@ def main() -> None:
             if p.decode.hotwords is None:
                 sys.exit("params.yaml: decode.hotwords is null: name the term list to measure")
             terms = read_terms(REPO / p.decode.hotwords, "decode.hotwords")
-        run, runtime = transcriber(p, model, None)
+        run, runtime = transcriber(p, model, None, reuse=True)  # the checks score clips the passes encoded
         items = [e for role in ("domain", "general") for e in sets[role]]
         audio = {e.key: sf.read(e.audio, dtype="float32")[0] for e in items}
         first = decode_all(run, items, audio, p.decode.batch_size, "first pass")
@@ -104,7 +110,12 @@ def main() -> None:
             for bound in args.max_distance:
                 contexts = hotwords.for_decoding(terms, select, first, bound)
                 listed = list_pass(run, items, audio, p.decode.batch_size, f"select {select}, max distance {bound}", contexts, first, set())
-                results[select, bound] = (listed, np.mean([len(contexts[e.key]) for e in items]) if items else 0.0)
+                mean_len = np.mean([len(contexts[e.key]) for e in items]) if items else 0.0
+                again = [e for e in items if contexts[e.key]]
+                for bonus in args.bonus:
+                    refused = [] if bonus is None else refused_changes(run, again, audio, p.decode.batch_size, first, listed, bonus, terms,
+                                                                           args.every_change)
+                    results[select, bound, bonus] = ({**listed, **{k: first[k] for k in refused}}, mean_len, len(refused))
 
     opts, tt = p.normalize, term_tokens(terms)
 
@@ -121,9 +132,10 @@ def main() -> None:
     n_general = np.array([u.counts.n for u in plain["general"]])
     print(f"\n{model} ({runtime}); val: {len(sets['domain'])} domain, {len(sets['general'])} general utterances; "
           f"{len(terms)} terms. Without a list: domain CER {rate(plain['domain']):.4f}, general CER {rate(plain['general']):.4f}\n")
-    print("| select | max distance | mean list | domain recall | domain B-CER | domain CER | general CER change [95%] | false terms / utt |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (select, bound), (listed, mean_len) in results.items():
+    print("| select | max distance | bonus | mean list | sent back | domain recall | domain B-CER | domain CER "
+          "| general CER change [95%] | false terms / utt |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (select, bound, bonus), (listed, mean_len, sent_back) in results.items():
         dom = utterances("domain", listed)
         gen = utterances("general", listed)
         found, total = term_recall([(normalize(e.text, opts), normalize(listed[e.key], opts)) for e in sets["domain"]], terms)
@@ -135,7 +147,8 @@ def main() -> None:
         fa = false_alarms([(normalize(e.text, opts), normalize(listed[e.key], opts)) for e in sets["general"]], terms)
         change = rate(gen) - rate(plain["general"])
         bounds = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "[none]"
-        print(f"| {select} | {'none' if bound is None else bound} | {mean_len:.1f} | {found}/{total} = {found / max(total, 1):.2f} | "
+        print(f"| {select} | {'none' if bound is None else bound} | {'none' if bonus is None else bonus} | {mean_len:.1f} | "
+              f"{sent_back} | {found}/{total} = {found / max(total, 1):.2f} | "
               f"{b.rate if b.n else float('nan'):.4f} | {rate(dom):.4f} | {change:+.4f} {bounds} | {fa.mean() if len(fa) else 0:.3f} |")
 
 

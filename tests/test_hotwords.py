@@ -6,6 +6,7 @@ lists, decode.hotwords_select's pinyin choice, and decode's second pass beside a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -275,7 +276,8 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
 
     outputs = {}
     listed_params = {"decode.hotwords": "data/hotwords/medical.txt", "decode.hotwords_select": 3}
-    for name, overrides in (("plain", {}), ("listed", listed_params), ("bounded", {**listed_params, "decode.hotwords_max_distance": 0.0})):
+    for name, overrides in (("plain", {}), ("listed", listed_params), ("bounded", {**listed_params, "decode.hotwords_max_distance": 0.0}),
+                            ("checked", {**listed_params, "decode.hotwords_bonus": 0.0})):
         repo = tmp_path / name
         shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots", "mix"))
         shutil.copytree(Path(__file__).resolve().parents[1] / "data/hotwords", repo / "data/hotwords")
@@ -298,6 +300,15 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
     assert f"within pinyin distance 0 of it (0.0 terms on average, {len(keys)} utterances with none, which keep the plain pass)" in bounded["said"]
     assert bounded[paths.decode_file("base+hotwords", "medical")] == bounded[paths.decode_file("base", "medical")]
     assert bounded[paths.capped_file("base+hotwords", "medical")] == bounded[paths.capped_file("base", "medical")]
+    # the bonus's check: each utterance keeps its second pass or, where sent back, its first, as the stage says
+    checked = outputs["checked"]
+    sent_back = re.search(r"as context; (\d+) transcripts? whose gained terms the audio did not support \(bonus 0 nats a term token\) "
+                          r"keeps? the plain pass", checked["said"])
+    assert sent_back is not None
+    rows = {name: checked[paths.decode_file(name, "medical")].decode().splitlines() for name in ("base", "base+hotwords")}
+    second = listed[paths.decode_file("base+hotwords", "medical")].decode().splitlines()
+    assert all(c in (f, s) for c, f, s in zip(rows["base+hotwords"], rows["base"], second))
+    assert sum(c != s for c, s in zip(rows["base+hotwords"], second)) == int(sent_back.group(1))
 
 
 def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisper_dir, tmp_path):
@@ -349,3 +360,128 @@ def test_the_list_pass_decodes_again_only_the_utterances_that_get_a_list():
     assert hyps == {"a": "with 布洛芬", "b": "first b", "c": "with CT,血常规", "d": "first d"}
     assert sorted(k for batch in seen for k, _ in batch) == ["a", "c"]  # b and d: no list, no second decode
     assert capped == {"b"}  # b keeps its first-pass mark; c was decoded again (and this one did not stop at the guard)
+
+
+# --- decode.hotwords_bonus: a gained term must be supported by the audio ------------------------------------
+
+
+def test_gained_counts_the_term_tokens_the_second_pass_added():
+    terms = ["阿莫西林", "CT", "二聚体", "D二聚体", "肌酐"]
+    assert hotwords.gained(terms, "我下载了一个记仗的APP", "我下载了一个肌酐的APP") == 2  # a sound-alike put in: 2 tokens
+    assert hotwords.gained(terms, "服用阿莫西琳三天", "服用阿莫西林三天") == 4  # the term split across tokens: all four
+    assert hotwords.gained(terms, "服用阿莫西林三天", "服用阿莫西林两天") == 0  # the first pass had it already
+    assert hotwords.gained(terms, "做个 cat 吧", "做个CT吧") == 1  # an English acronym: one word
+    assert hotwords.gained(terms, "做个 ct 吧", "做个CT吧") == 0  # case aside, the first pass had it
+    assert hotwords.gained(terms, "做个 cat 吧", "the ACT") == 0  # never part of another word
+    assert hotwords.gained(terms, "查二聚体", "查D二聚体") == 4  # overlapping terms: the longer one gained (as score counts a false alarm)
+    assert hotwords.gained(terms, "查", "查D二聚体") == 4  # its 二聚体 inside is not one more
+    assert hotwords.gained(terms, "肌酐 肌酐", "肌酐") == 0  # fewer occurrences gain nothing
+    assert hotwords.gained(terms, "", "肌酐和CT") == 3
+
+
+def test_keeps_weighs_the_log_probabilities_with_the_bonus_per_gained_token():
+    assert hotwords.keeps(2.0, 2, -14.0, -10.0)  # 4 nats less likely, 2 x 2 bonus: a tie stands
+    assert not hotwords.keeps(2.0, 2, -14.5, -10.0)
+    assert not hotwords.keeps(0.0, 4, -10.1, -10.0)  # bonus 0: only what the plain model prefers
+    assert hotwords.keeps(0.0, 4, -9.0, -10.0)
+
+
+def _loss_sum(model, **inputs) -> float:
+    """transformers' own loss (mean cross-entropy over the labels) times the labels: a row's negative log-probability."""
+    out = model(**inputs)
+    return -float(out.loss) * int((inputs["labels"] != -100).sum())
+
+
+def test_whisper_score_is_the_models_own_log_probability_of_the_transcript_alone_or_batched(tiny_whisper_dir):
+    from types import SimpleNamespace
+
+    from asrtune.families import whisper
+
+    model, processor = whisper.load_plain(tiny_whisper_dir).eval(), whisper.load_processor(tiny_whisper_dir)
+    p = SimpleNamespace(model=SimpleNamespace(language="zh", task="transcribe"))
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(16000 * s).astype(np.float32) * 0.1 for s in (1, 3)]
+    texts = ["服用阿莫西林三天", "肌酐"]
+    together = whisper.score(model, processor, audio, texts, p)
+    tok = processor.tokenizer
+    for clip, text, got in zip(audio, texts, together):
+        ids, labels = whisper.decoder_sequences(tok, text, whisper.prompt_ids(tok, "zh", "transcribe"))
+        with torch.no_grad():
+            want = _loss_sum(model, input_features=whisper.features(processor, [clip]), decoder_input_ids=torch.tensor([ids]),
+                             labels=torch.tensor([labels]))
+        assert got == pytest.approx(want, rel=1e-4)
+        assert whisper.score(model, processor, [clip], [text], p)[0] == pytest.approx(got, rel=1e-5)  # padding changes nothing
+
+
+@pytest.mark.parametrize("arch", ["fun_asr_nano", "qwen3_asr"])
+def test_audiollm_score_is_the_models_own_log_probability_of_the_transcript(arch, tiny_fun_asr_dir, tiny_qwen3_asr_dir):
+    from types import SimpleNamespace
+
+    from asrtune.families import audiollm
+
+    path = tiny_fun_asr_dir if arch == "fun_asr_nano" else tiny_qwen3_asr_dir
+    model, processor = audiollm.load_plain(path).eval(), audiollm.load_processor(path)
+    p = SimpleNamespace(model=SimpleNamespace(language=None))
+    rng = np.random.default_rng(1)
+    audio = [rng.standard_normal(int(16000 * s)).astype(np.float32) * 0.1 for s in (1.0, 2.5)]
+    texts = ["今天天气很好", "CT"]
+    together = audiollm.score(model, processor, audio, texts, p)
+    make = audiollm.item_maker(model, processor, p)
+    for clip, text, got in zip(audio, texts, together):
+        item = make(Example(key="k", audio="", text=text), len(clip))
+        item["input_features"] = audiollm.features(processor, [clip])[0]
+        inputs = audiollm.collator(model, processor)([item])
+        labels = inputs.pop("labels")
+        with torch.no_grad():
+            logits = model(**inputs).logits[0, :-1]
+        learned = labels[0, 1:] != -100
+        want = torch.log_softmax(logits.float(), -1)[learned].gather(-1, labels[0, 1:][learned][:, None]).sum()
+        assert got == pytest.approx(float(want), rel=1e-4)
+        assert audiollm.score(model, processor, [clip], [text], p)[0] == pytest.approx(got, rel=1e-4)
+
+
+def test_the_bonus_sends_back_a_gained_term_the_audio_does_not_support():
+    from asrtune.stages.decode import list_pass, refused_changes
+
+    scored = []
+
+    def transcribe(batch, audio, contexts=None):
+        return [{"a": "服用阿莫西林", "b": "我下载了一个肌酐的APP", "c": "今天很好"}[e.key] for e in batch]
+
+    def score(audio, texts):  # the plain model: the first passes, and a's term, are likely; b's sound-alike is not
+        scored.append(texts)
+        return [{"服用阿莫西琳": -10.0, "服用阿莫西林": -12.0, "我下载了一个记仗的APP": -20.0, "我下载了一个肌酐的APP": -30.0,
+                 "今天好": -5.0, "今天很好": -5.5}[t] for t in texts]
+
+    transcribe.score = score
+    items = [Example(key=k, audio="", text="") for k in "abcd"]
+    audio = {k: np.zeros(1600, np.float32) for k in "abcd"}
+    contexts = {"a": ["阿莫西林"], "b": ["肌酐"], "c": ["CT"], "d": []}
+    first = {"a": "服用阿莫西琳", "b": "我下载了一个记仗的APP\t[]", "c": "今天好", "d": "d"}
+    terms = ["阿莫西林", "肌酐", "CT"]
+    capped, reverted = {"b"}, set()
+    hyps = list_pass(transcribe, items, audio, 16, "test", contexts, first, {"b"}, capped, 2.0, terms, reverted)
+    # a: 2 nats less likely, 4 gained tokens x 2: stands; b: 10 less likely, 2 x 2: the first pass again, with its mark;
+    # c gained no term: not checked; d got no list: neither decoded again nor scored
+    assert hyps == {"a": "服用阿莫西林", "b": "我下载了一个记仗的APP\t[]", "c": "今天很好", "d": "d"}
+    assert reverted == {"b"} and capped == {"b"}
+    assert sorted(t for texts in scored for t in texts) == sorted(["服用阿莫西琳", "服用阿莫西林", "我下载了一个记仗的APP", "我下载了一个肌酐的APP"])
+    # every_change: c too, with no bonus (0.5 nats less likely is too much)
+    assert refused_changes(transcribe, items[:3], audio, 16, first, hyps, 2.0, terms, every_change=True) == ["c"]  # b: the same now
+    assert refused_changes(transcribe, items[:3], audio, 16, first, {**hyps, "b": "我下载了一个肌酐的APP"}, 2.0, terms, True) == ["b", "c"]
+    assert list_pass(transcribe, items, audio, 16, "test", contexts, first, set(), None, 0.4, terms)["a"] == "服用阿莫西琳"  # 2 > 4 x 0.4
+
+
+def test_the_ctranslate2_engine_scores_with_the_same_weights_through_transformers(tiny_whisper_dir, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from asrtune import params
+    from asrtune.stages.decode import transcriber
+    from asrtune.weights.ct2_engine import convert
+
+    convert(tiny_whisper_dir, tmp_path / "ct2", "float32")
+    params_for(tmp_path, tiny_whisper_dir, **{"decode.engine": "ctranslate2"})
+    p = params.load(tmp_path / "params.yaml")
+    ct2, runtime = transcriber(p, tiny_whisper_dir, tmp_path / "ct2")
+    hf, _ = transcriber(p.model_copy(update={"decode": p.decode.model_copy(update={"engine": "transformers"})}), tiny_whisper_dir, None)
+    clips, texts = [_clip(), _clip(1.0)], ["服用阿莫西林", "CT"]
+    assert runtime.startswith("ctranslate2") and ct2.score(clips, texts) == pytest.approx(hf.score(clips, texts))

@@ -239,6 +239,10 @@ class Decode(Strict):
     # with hotwords: only terms at most this far in pinyin from the first pass (hotwords.distance: 0 = it heard the
     # term or a homophone, 1 = nothing like it); null = no bound
     hotwords_max_distance: Annotated[float, Field(ge=0)] | None = None
+    # with hotwords: a second-pass transcript holding terms its first pass lacks stands only if the model, given the
+    # plain prompt, finds it at most this many nats a gained term token less likely than the first pass
+    # (hotwords.keeps); null = it always stands
+    hotwords_bonus: Annotated[float, Field(ge=0)] | None = None
     # word timestamps beside the transcripts (whisper: transformers' cross-attention alignment), scored
     # against the test sets' reference timestamps into metrics/alignment.json
     timestamps: bool = False

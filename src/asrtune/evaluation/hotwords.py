@@ -9,6 +9,9 @@ The model learns to use a list and to ignore what in it was not said, and still 
 Decoding (decode.hotwords): the whole list, or with decode.hotwords_select k, per utterance the k terms closest in
 pinyin to what a first pass without the list heard (a list longer than a prompt holds, Whisper's 224 tokens say);
 with decode.hotwords_max_distance, only terms at most that far from it (general speech then gets short lists or none).
+With decode.hotwords_bonus b, a second-pass transcript that holds terms its first pass lacks (`gained`, in term
+tokens) stands only if the model, given the plain prompt, finds it at most b nats a gained token less likely than the
+first pass (`keeps`): the list may tip a close call between sound-alikes, not overrule what the audio says.
 
 Terms are matched on lower-cased tokens (asrtune's: Chinese characters, English words), not on normalize's params:
 a normalization change would otherwise rerun training and decoding."""
@@ -20,6 +23,7 @@ from functools import lru_cache
 
 from asrtune.corpus.chatml import Example
 from asrtune.evaluation.normalization import tokens
+from asrtune.evaluation.terms import occurrences
 
 
 def _tokens(text: str) -> list[str]:
@@ -109,6 +113,30 @@ def for_decoding(terms: list[str], select: int | None, first_pass: dict[str, str
     return {key: closest(terms, hyp.partition("\t")[0], k, max_distance) for key, hyp in first_pass.items()}
 
 
-def needs_first_pass(terms: list[str], select: int | None, max_distance: float | None) -> bool:
-    """Whether for_decoding reads a first pass's hypotheses (else any text will do)."""
-    return max_distance is not None or (select is not None and len(terms) > select)
+def gained(terms: list[str], first: str, second: str) -> int:
+    """The term tokens the second pass holds beyond the first: per term, its occurrences in `second` (those not
+    inside a longer term's, as score counts them) beyond its occurrences in `first`, times its length in tokens."""
+    keys = [k for k in dict.fromkeys(tuple(_tokens(t)) for t in terms) if k]
+    before = [0] * len(keys)
+    for k, _, _ in occurrences(_tokens(first), [list(k) for k in keys]):
+        before[k] += 1
+    total = 0
+    for k, _, _ in occurrences(_tokens(second), [list(k) for k in keys], maximal=True):
+        if before[k]:
+            before[k] -= 1
+        else:
+            total += len(keys[k])
+    return total
+
+
+def keeps(bonus: float, gained_tokens: int, second_log_prob: float, first_log_prob: float) -> bool:
+    """decode.hotwords_bonus' rule: the second pass stands when, under the plain prompt, its log-probability plus
+    `bonus` per gained term token is at least the first pass's (shallow fusion's per-token bonus, applied to the
+    choice between the two transcripts)."""
+    return second_log_prob + bonus * gained_tokens >= first_log_prob
+
+
+def needs_first_pass(terms: list[str], select: int | None, max_distance: float | None, bonus: float | None = None) -> bool:
+    """Whether for_decoding reads a first pass's hypotheses, or decode.hotwords_bonus compares with them (else any
+    text will do)."""
+    return max_distance is not None or bonus is not None or (select is not None and len(terms) > select)

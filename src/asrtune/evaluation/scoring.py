@@ -12,6 +12,7 @@ import jiwer
 import numpy as np
 
 from asrtune.evaluation.normalization import _CJK, tokens
+from asrtune.evaluation.terms import occurrences
 
 GAP = "***"  # the other side of an insertion or deletion in an alignment (never a token: tokens are one character or a word)
 _CHINESE = re.compile(rf"[{_CJK}]")
@@ -107,15 +108,6 @@ def count_occurrences(seq: list[str], term: list[str]) -> int:
 def term_tokens(terms: list[str]) -> list[list[str]]:
     """The terms as token lists, each once (CT and ct are one term once normalized), none empty."""
     return [list(t) for t in dict.fromkeys(tuple(tokens(t)) for t in terms) if t]
-
-
-def occurrences(seq: list[str], terms: list[list[str]], maximal: bool = False) -> list[tuple[int, int, int]]:
-    """(term index, start, end) of every occurrence of a term in the tokens. maximal: without those lying inside
-    another term's occurrence (二聚体 inside D二聚体 is one term said, not two)."""
-    found = [(k, i, i + len(t)) for k, t in enumerate(terms) for i in range(len(seq) - len(t) + 1) if seq[i : i + len(t)] == t]
-    if maximal:
-        found = [o for o in found if not any(p[1] <= o[1] and o[2] <= p[2] and p[2] - p[1] > o[2] - o[1] for p in found)]
-    return found
 
 
 def _per_term(occ: list[tuple[int, int, int]], n: int) -> list[int]:

@@ -30,7 +30,7 @@ from asrtune.corpus.chatml import Example
 from asrtune.corpus.timestamps import _cjk
 from asrtune.errors import UserError
 from asrtune.families.registry import AUDIOLLM_TYPES
-from asrtune.families.shared import check_targets, context_text, freeze_parts, max_new_tokens, token_loss
+from asrtune.families.shared import check_targets, context_text, freeze_parts, max_new_tokens, row_log_probs, token_loss
 
 NAME = "audiollm"
 CACHE_TAG = "audio frames only"  # the cache holds the audio tower's frames that hold audio
@@ -388,3 +388,22 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
     with torch.no_grad():
         out = model.generate(**inputs, generation_config=config)
     return _parse(processor, out[:, inputs["input_ids"].shape[1]:])
+
+
+def score(model, processor, audio: list[np.ndarray], texts: list[str], p) -> list[float]:
+    """Each text's log-probability given its clip after the plain prompt (no context list), teacher-forced as
+    training reads a transcript: its tokens and <|im_end|> (decode.hotwords_bonus compares two transcripts so).
+    Qwen3-ASR naming the language itself: after the header training teaches for the text (an empty or
+    script-less one: `language None`, what it writes for no speech)."""
+    prompt = Prompt(processor, p.model.language)
+    names_language = _names_language(processor, p)
+    items = []
+    for clip, text, feats in zip(audio, texts, features(processor, audio)):
+        header = f"language {header_language(text)}<asr_text>" if names_language else ""
+        head, target = list(prompt.ids(len(clip))), prompt.target(text, header)
+        items.append({"input_ids": torch.tensor(head + target), "labels": torch.tensor([-100] * len(head) + target),
+                      "input_features": feats})
+    inputs = {k: v.to(model.device) for k, v in collator(model, processor)(items).items()}
+    inputs["input_features"] = inputs["input_features"].to(model.dtype)
+    with torch.no_grad():
+        return row_log_probs(*learned_logits(model, _unwrap(model), inputs))

@@ -104,3 +104,13 @@ def token_loss(logits, targets, learned, num_items_in_batch=None):
 
     total = F.cross_entropy(logits.float(), targets, reduction="sum")
     return total / (num_items_in_batch if num_items_in_batch is not None else learned.sum())
+
+
+def row_log_probs(logits, targets, learned) -> list[float]:
+    """Each row's log-probability in nats, summed over its learned tokens, from a family's `learned_logits`
+    (a teacher-forced transcript's score: decode.hotwords_bonus weighs two of them)."""
+    import torch
+
+    picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
+    rows = learned.nonzero()[:, 0]  # the row of each learned position, in the order the logits hold them
+    return torch.zeros(learned.shape[0], device=picked.device).index_add_(0, rows, picked).tolist()

@@ -14,7 +14,8 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from asrtune.corpus import timestamps
 from asrtune.corpus.chatml import Example
-from asrtune.families.shared import check_targets, freeze_parts, max_new_tokens, token_loss, whisper_context, whisper_prompt
+from asrtune.families.shared import (check_targets, freeze_parts, max_new_tokens, row_log_probs, token_loss, whisper_context,
+                                     whisper_prompt)
 from asrtune.families.shared import whisper_features as features
 
 NAME = "whisper"
@@ -159,6 +160,21 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
     for context, run in itertools.groupby(range(len(audio)), key=lambda i: tuple(contexts[i] or ())):
         out += _transcribe(model, processor, [audio[i] for i in run], p, list(context), encode)
     return out
+
+
+def score(model, processor, audio: list[np.ndarray], texts: list[str], p, encode=None) -> list[float]:
+    """Each text's log-probability given its clip after the plain prompt (no context list), teacher-forced as
+    training reads a transcript: its tokens and the end token (decode.hotwords_bonus compares two transcripts so).
+    `encode` as transcribe's."""
+    tok = processor.tokenizer
+    prompt = prompt_ids(tok, p.model.language, p.model.task)
+    rows = [decoder_sequences(tok, text, prompt) for text in texts]
+    encode = encode or (lambda feats: model.get_encoder()(input_features=feats).last_hidden_state)
+    with torch.no_grad():
+        inputs = {"decoder_input_ids": pad_sequence([torch.tensor(ids) for ids, _ in rows], batch_first=True).to(model.device),
+                  "labels": pad_sequence([torch.tensor(labels) for _, labels in rows], batch_first=True, padding_value=-100).to(model.device)}
+        inputs["encoder_outputs"] = (encode(features(processor, audio).to(model.device, model.dtype)),)
+        return row_log_probs(*learned_logits(model, model, inputs))
 
 
 def begin_suppress(model) -> list[int]:

@@ -9,8 +9,9 @@ max new tokens rather than at an end token (a looping model runs into it), one a
 
 With decode.hotwords, a second pass gives each utterance the list as context (asrtune.evaluation.hotwords; with
 decode.hotwords_select, the terms closest to its first-pass hypothesis; an utterance whose list comes out empty keeps
-its first pass) into <corpus>.hotwords.tsv and <corpus>.hotwords.capped.txt, scored as <model>+hotwords; without,
-both are empty.
+its first pass, and with decode.hotwords_bonus so does one whose gained terms the model, scoring both transcripts after
+the plain prompt, does not find likely enough) into <corpus>.hotwords.tsv and <corpus>.hotwords.capped.txt, scored as
+<model>+hotwords; without, both are empty.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class Guard:
 
 def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=None, reuse: bool = False):
     """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine; transcribe.guard says which
-    rows of its last batch stopped at the max-new-tokens guard. `net`: a model in memory, float32 (the sweep's
+    rows of its last batch stopped at the max-new-tokens guard, transcribe.score(waveforms, texts) gives each text's
+    log-probability after the plain prompt (decode.hotwords_bonus; ctranslate2: the same weights through transformers). `net`: a model in memory, float32 (the sweep's
     interpolations, whose weights change between calls of transcribe), run through transformers as
     precision.load_for_inference runs model_dir's; model_dir then names its chain, for the family and processor.
     `reuse`: keep Whisper's encoder outputs in the asrtune cache (transcription.encoder_reuse), for the stages that
@@ -92,7 +94,15 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
         def transcribe(batch, audio, contexts=None):
             return engine.transcribe(audio, p, contexts)
 
-        transcribe.guard = guard
+        scorer = {}
+
+        def score(audio, texts):  # CTranslate2's Whisper scores no given transcript: the same weights in transformers do
+            if not scorer:
+                plain = p.model_copy(update={"decode": p.decode.model_copy(update={"engine": "transformers"})})
+                scorer["run"] = transcriber(plain, model_dir, None, reuse=reuse)[0]
+            return scorer["run"].score(audio, texts)
+
+        transcribe.guard, transcribe.score = guard, score
         return transcribe, f"ctranslate2, {engine.device}"
     import transformers
 
@@ -112,7 +122,11 @@ def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=Non
     def transcribe(batch, audio, contexts=None):
         return fam.transcribe(net, processor, batch, audio, p, contexts, **kept)
 
-    transcribe.guard = guard
+    def score(audio, texts):
+        """Each text's log-probability given its clip, after the plain prompt (decode.hotwords_bonus)."""
+        return fam.score(net, processor, audio, texts, p, **kept)
+
+    transcribe.guard, transcribe.score = guard, score
     return transcribe, f"transformers, {net.device}, {runs}"
 
 
@@ -141,18 +155,49 @@ def decode_all(transcribe, items: list[Example], audio: dict, batch_size: int, d
 
 
 def list_pass(transcribe, items: list[Example], audio: dict, batch_size: int, desc: str, contexts: dict[str, list[str]],
-              first: dict[str, str], first_capped: set, capped: set | None = None) -> dict[str, str]:
+              first: dict[str, str], first_capped: set, capped: set | None = None, bonus: float | None = None,
+              terms: list[str] | None = None, reverted: set | None = None) -> dict[str, str]:
     """decode.hotwords' second pass: each utterance with its context list. One whose list is empty keeps its first
     pass (`first`, and its mark in `first_capped`): an empty list is the plain prompt, which the first pass already
     decoded (again, in another batch, only its guard's length could differ). With a distance bound most general
-    speech gets no list."""
+    speech gets no list. With `bonus` (decode.hotwords_bonus), a transcript that gained terms of `terms` stands only
+    where hotwords.keeps says so; the others keep their first pass, and their keys go into `reverted`."""
     again = [e for e in items if contexts[e.key]]
     hyps = {e.key: first[e.key] for e in items if not contexts[e.key]}
     if capped is not None:
         capped.update(k for k in hyps if k in first_capped)
     if again:
         hyps.update(decode_all(transcribe, again, audio, batch_size, desc, capped, contexts))
+    if bonus is not None and again:
+        for key in refused_changes(transcribe, again, audio, batch_size, first, hyps, bonus, terms or []):
+            hyps[key] = first[key]
+            if capped is not None:
+                capped.discard(key)
+                if key in first_capped:
+                    capped.add(key)
+            if reverted is not None:
+                reverted.add(key)
     return hyps
+
+
+def refused_changes(transcribe, items: list[Example], audio: dict, batch_size: int, first: dict[str, str], second: dict[str, str],
+                    bonus: float, terms: list[str], every_change: bool = False) -> list[str]:
+    """The keys whose second pass gained terms that the audio does not support (hotwords.keeps): both transcripts
+    scored by the model after the plain prompt, the two of an utterance in one batch. A change that gained no term
+    stands unchecked: on val, checking those too (every_change, with no bonus for them) sent back changes that had
+    helped the domain's speech more than they cost general speech (RESULTS.md)."""
+    from asrtune.evaluation import hotwords
+
+    text = {k: {1: first[k].partition("\t")[0], 2: second[k].partition("\t")[0]} for k in (e.key for e in items)}
+    gains = {k: hotwords.gained(terms, t[1], t[2]) for k, t in text.items()}
+    check = sorted((k for k, t in text.items() if gains[k] or (every_change and t[1] != t[2])), key=lambda k: (-len(audio[k]), k))
+    refused = []
+    step = max(1, batch_size // 2)
+    for i in range(0, len(check), step):
+        keys = check[i : i + step]
+        scores = transcribe.score([audio[k] for k in keys for _ in (1, 2)], [text[k][n] for k in keys for n in (1, 2)])
+        refused += [k for j, k in enumerate(keys) if not hotwords.keeps(bonus, gains[k], scores[2 * j + 1], scores[2 * j])]
+    return refused
 
 
 def run(model: str, corpus: str) -> None:
@@ -206,7 +251,9 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
     terms = read_terms(Path(p.decode.hotwords), "decode.hotwords")
     contexts = hotwords.for_decoding(terms, p.decode.hotwords_select, first, p.decode.hotwords_max_distance)
     start = time.perf_counter()
-    hyps = list_pass(transcribe, items, audio, p.decode.batch_size, f"decode {listed} {corpus}", contexts, first, first_capped, capped)
+    reverted: set[str] = set()
+    hyps = list_pass(transcribe, items, audio, p.decode.batch_size, f"decode {listed} {corpus}", contexts, first, first_capped, capped,
+                     p.decode.hotwords_bonus, terms, reverted)
     wall = time.perf_counter() - start
     out.write_text("".join(f"{e.key}\t{hyps[e.key]}\n" for e in sorted(items, key=lambda e: e.key)), encoding="utf-8")
     paths.capped_file(listed, corpus).write_text("".join(f"{k}\n" for k in sorted(capped)), encoding="utf-8")
@@ -217,5 +264,11 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
         sizes = [len(c) for c in contexts.values()]
         chosen += (f" within pinyin distance {bound:g} of it ({sum(sizes) / max(1, len(sizes)):.1f} terms on average, "
                    f"{sum(not n for n in sizes)} utterances with none, which keep the plain pass)")
-    print(f"decode {listed} {corpus}: each utterance with {chosen} as context, {wall:.1f} s (RTF {wall / seconds:.3f})"
+    if p.decode.hotwords_bonus is not None:
+        n = len(reverted)
+        chosen += (f" as context; {n} transcript{'s' if n != 1 else ''} whose gained terms the audio did not support (bonus "
+                   f"{p.decode.hotwords_bonus:g} nats a term token) {'keep' if n != 1 else 'keeps'} the plain pass")
+    else:
+        chosen += " as context"
+    print(f"decode {listed} {corpus}: each utterance with {chosen}, {wall:.1f} s (RTF {wall / seconds:.3f})"
           + (f", {len(capped)} stopped at the guard" if capped else "") + f" -> {out}")
