@@ -6,7 +6,8 @@ decoded once without a list (the first pass), then once per setting with each ut
 decode stage's own code (decode.transcriber, decode.decode_all, decode.list_pass, hotwords.for_decoding); each bonus
 checks the same second pass (decode.refused_changes). Printed per setting:
 
-- domain val: term recall and B-CER with the list (scoring.term_recall, scoring.biased), CER with and without;
+- domain val: term recall and B-CER with the list (scoring.term_recall, scoring.biased), CER with and without, and
+  U-CER with the list minus without, with its paired bootstrap 95% interval;
 - general val: CER with the list minus without, with its paired bootstrap 95% interval, and false term
   occurrences per utterance (scoring.false_alarms);
 - the mean list length each got, and how many second-pass transcripts the bonus's check sent back to the first pass.
@@ -128,13 +129,22 @@ def main() -> None:
             total.add(u.counts)
         return total.rate
 
+    def paired(with_list, without, ref_tokens):
+        """with - without over the utterances' errors, and its paired bootstrap 95% interval ("[none]" without any)."""
+        change = sum(with_list) / max(sum(ref_tokens), 1) - sum(without) / max(sum(ref_tokens), 1)
+        if not len(ref_tokens):
+            return f"{change:+.4f} [none]"
+        boot = bootstrap_rates([with_list, without], np.array(ref_tokens), 1000, 0)
+        lo, hi = interval95(boot[0] - boot[1])
+        return f"{change:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
     plain = {role: utterances(role, first) for role in sets}
-    n_general = np.array([u.counts.n for u in plain["general"]])
+    plain_u = [biased(u, tt)[1] for u in plain["domain"]]
     print(f"\n{model} ({runtime}); val: {len(sets['domain'])} domain, {len(sets['general'])} general utterances; "
           f"{len(terms)} terms. Without a list: domain CER {rate(plain['domain']):.4f}, general CER {rate(plain['general']):.4f}\n")
     print("| select | max distance | bonus | mean list | sent back | domain recall | domain B-CER | domain CER "
-          "| general CER change [95%] | false terms / utt |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| domain U-CER change [95%] | general CER change [95%] | false terms / utt |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (select, bound, bonus), (listed, mean_len, sent_back) in results.items():
         dom = utterances("domain", listed)
         gen = utterances("general", listed)
@@ -142,14 +152,14 @@ def main() -> None:
         b = Counts()
         for u in dom:
             b.add(biased(u, tt)[0])
-        boot = bootstrap_rates([[u.counts.errors for u in gen], [u.counts.errors for u in plain["general"]]], n_general, 1000, 0)
-        ci = interval95(boot[0] - boot[1]) if len(gen) else None
+        u_errors = [biased(u, tt)[1].errors for u in dom]
+        u_change = paired(u_errors, [c.errors for c in plain_u], [c.n for c in plain_u])
+        general_change = paired([u.counts.errors for u in gen], [u.counts.errors for u in plain["general"]],
+                                [u.counts.n for u in plain["general"]])
         fa = false_alarms([(normalize(e.text, opts), normalize(listed[e.key], opts)) for e in sets["general"]], terms)
-        change = rate(gen) - rate(plain["general"])
-        bounds = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "[none]"
         print(f"| {select} | {'none' if bound is None else bound} | {'none' if bonus is None else bonus} | {mean_len:.1f} | "
-              f"{sent_back} | {found}/{total} = {found / max(total, 1):.2f} | "
-              f"{b.rate if b.n else float('nan'):.4f} | {rate(dom):.4f} | {change:+.4f} {bounds} | {fa.mean() if len(fa) else 0:.3f} |")
+              f"{sent_back} | {found}/{total} = {found / max(total, 1):.2f} | {b.rate if b.n else float('nan'):.4f} | "
+              f"{rate(dom):.4f} | {u_change} | {general_change} | {fa.mean() if len(fa) else 0:.3f} |")
 
 
 if __name__ == "__main__":
