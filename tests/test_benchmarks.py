@@ -12,8 +12,8 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def quick(script: str) -> str:
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=300)
+def quick(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -70,8 +70,10 @@ def test_transcribe_speed_quick():
 
 
 def test_hotwords_val_quick():
-    out = quick("hotwords_val.py")
-    assert out.count("| 12 |") == 4 and "general CER change [95%]" in out and "| 12 | none | 6.0 |" in out
+    out = quick("hotwords_val.py", "--bonus", "none", "0")
+    assert out.count("| 12 |") == 8 and "general CER change [95%]" in out and "domain U-CER change [95%]" in out
+    assert "| 12 | none | none | 6.0 | 0 |" in out  # select, max distance, bonus (none: no check), mean list, sent back
+    assert "| 12 | none | 0.0 | 6.0 |" in out
 
 
 def test_train_speed_quick():
