@@ -10,7 +10,8 @@ checks the same second pass (decode.refused_changes). Printed per setting:
   U-CER with the list minus without, with its paired bootstrap 95% interval;
 - general val: CER with the list minus without, with its paired bootstrap 95% interval, and false term
   occurrences per utterance (scoring.false_alarms);
-- the mean list length each got, and how many second-pass transcripts the bonus's check sent back to the first pass.
+- the mean list length each got, how many second-pass transcripts the bonus's check sent back to the first pass, and
+  the check's time (scoring both transcripts of each utterance it checks).
 
     uv run --extra demo dvc repro                      # the finished demo
     uv run python benchmarks/hotwords_val.py           # select 12 x max_distance none, 0.5, 0.35, 0.2 (about 10 min)
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -114,9 +116,11 @@ def main() -> None:
                 mean_len = np.mean([len(contexts[e.key]) for e in items]) if items else 0.0
                 again = [e for e in items if contexts[e.key]]
                 for bonus in args.bonus:
+                    start = time.perf_counter()
                     refused = [] if bonus is None else refused_changes(run, again, audio, p.decode.batch_size, first, listed, bonus, terms,
                                                                            args.every_change)
-                    results[select, bound, bonus] = ({**listed, **{k: first[k] for k in refused}}, mean_len, len(refused))
+                    results[select, bound, bonus] = ({**listed, **{k: first[k] for k in refused}}, mean_len, len(refused),
+                                                     time.perf_counter() - start)
 
     opts, tt = p.normalize, term_tokens(terms)
 
@@ -142,10 +146,10 @@ def main() -> None:
     plain_u = [biased(u, tt)[1] for u in plain["domain"]]
     print(f"\n{model} ({runtime}); val: {len(sets['domain'])} domain, {len(sets['general'])} general utterances; "
           f"{len(terms)} terms. Without a list: domain CER {rate(plain['domain']):.4f}, general CER {rate(plain['general']):.4f}\n")
-    print("| select | max distance | bonus | mean list | sent back | domain recall | domain B-CER | domain CER "
+    print("| select | max distance | bonus | mean list | sent back | check s | domain recall | domain B-CER | domain CER "
           "| domain U-CER change [95%] | general CER change [95%] | false terms / utt |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (select, bound, bonus), (listed, mean_len, sent_back) in results.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (select, bound, bonus), (listed, mean_len, sent_back, seconds) in results.items():
         dom = utterances("domain", listed)
         gen = utterances("general", listed)
         found, total = term_recall([(normalize(e.text, opts), normalize(listed[e.key], opts)) for e in sets["domain"]], terms)
@@ -158,7 +162,7 @@ def main() -> None:
                                 [u.counts.n for u in plain["general"]])
         fa = false_alarms([(normalize(e.text, opts), normalize(listed[e.key], opts)) for e in sets["general"]], terms)
         print(f"| {select} | {'none' if bound is None else bound} | {'none' if bonus is None else bonus} | {mean_len:.1f} | "
-              f"{sent_back} | {found}/{total} = {found / max(total, 1):.2f} | {b.rate if b.n else float('nan'):.4f} | "
+              f"{sent_back} | {seconds:.1f} | {found}/{total} = {found / max(total, 1):.2f} | {b.rate if b.n else float('nan'):.4f} | "
               f"{rate(dom):.4f} | {u_change} | {general_change} | {fa.mean() if len(fa) else 0:.3f} |")
 
 

@@ -72,7 +72,7 @@ def test_transcribe_speed_quick():
 def test_hotwords_val_quick():
     out = quick("hotwords_val.py", "--bonus", "none", "0")
     assert out.count("| 12 |") == 8 and "general CER change [95%]" in out and "domain U-CER change [95%]" in out
-    assert "| 12 | none | none | 6.0 | 0 |" in out  # select, max distance, bonus (none: no check), mean list, sent back
+    assert "| 12 | none | none | 6.0 | 0 | 0.0 |" in out  # select, max distance, bonus (none: no check), mean list, sent back, check s
     assert "| 12 | none | 0.0 | 6.0 |" in out
 
 
