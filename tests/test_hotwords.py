@@ -247,6 +247,7 @@ def test_a_distance_bound_keeps_what_was_nearly_heard_and_nothing_else():
     assert hotwords.for_decoding(terms, None, {"med": "病人服用阿莫西琳三天"}, 0.3) == {"med": ["阿莫西林"]}  # no select
     assert hotwords.for_decoding(terms, 3, {"med": "病人服用阿莫西琳三天"}, 1.0)["med"] == hotwords.closest(terms, "病人服用阿莫西琳三天", 3)
     assert hotwords.needs_first_pass(terms, None, 0.5) and not hotwords.needs_first_pass(terms, None, None)
+    assert hotwords.needs_first_pass(terms, None, None, 2.0)  # the bonus compares with the first pass
 
 
 def test_training_with_lists_checks_its_params():
@@ -271,17 +272,24 @@ def test_training_with_lists_checks_its_params():
 # --- decode's second pass ------------------------------------------------------------------------------------
 
 
-def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(data_repo, tiny_whisper_dir, tmp_path):
+def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(data_repo, tiny_whisper_dir, tmp_path, monkeypatch):
+    from asrtune.families import whisper
     from asrtune.stages import decode, normalize
+
+    scores, real_score = [], whisper.score
 
     outputs = {}
     listed_params = {"decode.hotwords": "data/hotwords/medical.txt", "decode.hotwords_select": 3}
     for name, overrides in (("plain", {}), ("listed", listed_params), ("bounded", {**listed_params, "decode.hotwords_max_distance": 0.0}),
-                            ("checked", {**listed_params, "decode.hotwords_bonus": 0.0})):
+                            ("checked", {**listed_params, "decode.hotwords_max_distance": None, "decode.hotwords_bonus": 0.0})):
         repo = tmp_path / name
         shutil.copytree(data_repo, repo, ignore=shutil.ignore_patterns(".cache", "finetune", "plots", "mix"))
         shutil.copytree(Path(__file__).resolve().parents[1] / "data/hotwords", repo / "data/hotwords")
         params_for(repo, tiny_whisper_dir, **overrides)
+        if name == "checked":  # the random model hears no term: count every second pass as gaining one, so each is scored
+            monkeypatch.setattr(hotwords, "gained", lambda terms, first, second: 1)
+            monkeypatch.setattr(whisper, "score", lambda m, proc, audio, texts, p, **k: scores.append(
+                (texts, real_score(m, proc, audio, texts, p, **k))) or scores[-1][1])
         said = in_process(repo, decode, "base", "medical")
         in_process(repo, normalize, "base", "medical")
         files = (paths.decode_file("base", "medical"), paths.decode_file("base+hotwords", "medical"), paths.capped_file("base", "medical"),
@@ -300,15 +308,21 @@ def test_decode_adds_a_pass_with_the_list_and_leaves_the_plain_one_as_it_was(dat
     assert f"within pinyin distance 0 of it (0.0 terms on average, {len(keys)} utterances with none, which keep the plain pass)" in bounded["said"]
     assert bounded[paths.decode_file("base+hotwords", "medical")] == bounded[paths.decode_file("base", "medical")]
     assert bounded[paths.capped_file("base+hotwords", "medical")] == bounded[paths.capped_file("base", "medical")]
-    # the bonus's check: each utterance keeps its second pass or, where sent back, its first, as the stage says
+    # the bonus's check, every second pass counted as gaining a term so that each is scored through the family: each
+    # utterance keeps its second pass or, where sent back, its first, as the stage says
     checked = outputs["checked"]
+    pairs = [(texts[i : i + 2], values[i : i + 2]) for texts, values in scores for i in range(0, len(texts), 2)]
+    assert len(pairs) == len(keys) and np.isfinite([v for _, v in pairs]).all()
+    # where the list changed nothing, the two transcripts, scored side by side in one batch, score the same
+    same = [v for t, v in pairs if t[0] == t[1]]
+    assert all(a == pytest.approx(b, rel=1e-5) for a, b in same)
     sent_back = re.search(r"as context; (\d+) transcripts? whose gained terms the audio did not support \(bonus 0 nats a term token\) "
                           r"keeps? the plain pass", checked["said"])
     assert sent_back is not None
-    rows = {name: checked[paths.decode_file(name, "medical")].decode().splitlines() for name in ("base", "base+hotwords")}
-    second = listed[paths.decode_file("base+hotwords", "medical")].decode().splitlines()
-    assert all(c in (f, s) for c, f, s in zip(rows["base+hotwords"], rows["base"], second))
-    assert sum(c != s for c, s in zip(rows["base+hotwords"], second)) == int(sent_back.group(1))
+    # bonus 0: sent back exactly where the plain prompt scores the second pass lower, and then its first pass is written
+    assert int(sent_back.group(1)) == sum(v[1] < v[0] for _, v in pairs)
+    written = {line.split("\t")[1] for line in checked[paths.decode_file("base+hotwords", "medical")].decode().splitlines()}
+    assert written == {t[1] if v[1] >= v[0] else t[0] for t, v in pairs}
 
 
 def test_finetune_trains_with_context_lists_in_its_prompts(data_repo, tiny_whisper_dir, tmp_path):
@@ -411,17 +425,28 @@ def test_whisper_score_is_the_models_own_log_probability_of_the_transcript_alone
                              labels=torch.tensor([labels]))
         assert got == pytest.approx(want, rel=1e-4)
         assert whisper.score(model, processor, [clip], [text], p)[0] == pytest.approx(got, rel=1e-5)  # padding changes nothing
+    # one clip given twice (decode's pairs) is encoded once, to the same scores; a loop past the decoder's 448 positions: -inf
+    encoded = []
+
+    def encode(feats):
+        encoded.append(len(feats))
+        return model.get_encoder()(input_features=feats).last_hidden_state
+
+    twice = whisper.score(model, processor, [audio[1], audio[1], audio[0], audio[0]], [texts[1], "肌酐" * 300, texts[0], texts[0]], p, encode)
+    assert encoded == [2]
+    assert twice[0] == pytest.approx(together[1], rel=1e-5) and twice[1] == float("-inf")
+    assert twice[2] == twice[3] == pytest.approx(together[0], rel=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["fun_asr_nano", "qwen3_asr"])
-def test_audiollm_score_is_the_models_own_log_probability_of_the_transcript(arch, tiny_fun_asr_dir, tiny_qwen3_asr_dir):
+@pytest.mark.parametrize("arch,language", [("fun_asr_nano", None), ("qwen3_asr", None), ("qwen3_asr", "zh")])
+def test_audiollm_score_is_the_models_own_log_probability_of_the_transcript(arch, language, tiny_fun_asr_dir, tiny_qwen3_asr_dir):
     from types import SimpleNamespace
 
     from asrtune.families import audiollm
 
     path = tiny_fun_asr_dir if arch == "fun_asr_nano" else tiny_qwen3_asr_dir
     model, processor = audiollm.load_plain(path).eval(), audiollm.load_processor(path)
-    p = SimpleNamespace(model=SimpleNamespace(language=None))
+    p = SimpleNamespace(model=SimpleNamespace(language=language))
     rng = np.random.default_rng(1)
     audio = [rng.standard_normal(int(16000 * s)).astype(np.float32) * 0.1 for s in (1.0, 2.5)]
     texts = ["今天天气很好", "CT"]
@@ -438,6 +463,9 @@ def test_audiollm_score_is_the_models_own_log_probability_of_the_transcript(arch
         want = torch.log_softmax(logits.float(), -1)[learned].gather(-1, labels[0, 1:][learned][:, None]).sum()
         assert got == pytest.approx(float(want), rel=1e-4)
         assert audiollm.score(model, processor, [clip], [text], p)[0] == pytest.approx(got, rel=1e-4)
+    # an empty transcript (Qwen3-ASR naming the language itself: after `language None`, what it writes for no speech)
+    empty = audiollm.score(model, processor, audio, ["", texts[1]], p)
+    assert np.isfinite(empty[0]) and empty[1] == pytest.approx(together[1], rel=1e-4)
 
 
 def test_the_bonus_sends_back_a_gained_term_the_audio_does_not_support():
@@ -470,6 +498,44 @@ def test_the_bonus_sends_back_a_gained_term_the_audio_does_not_support():
     assert refused_changes(transcribe, items[:3], audio, 16, first, hyps, 2.0, terms, every_change=True) == ["c"]  # b: the same now
     assert refused_changes(transcribe, items[:3], audio, 16, first, {**hyps, "b": "我下载了一个肌酐的APP"}, 2.0, terms, True) == ["b", "c"]
     assert list_pass(transcribe, items, audio, 16, "test", contexts, first, set(), None, 0.4, terms)["a"] == "服用阿莫西琳"  # 2 > 4 x 0.4
+
+
+def test_the_bonus_sends_back_a_second_pass_that_loops_where_the_first_did_not():
+    """A second pass stopped at the guard where the first was not: sent back unscored, its mark with it; a first pass
+    that stopped there keeps its mark when it comes back."""
+    from asrtune.stages.decode import Guard, list_pass
+
+    guard, scored = Guard(), []
+
+    def transcribe(batch, audio, contexts=None):
+        guard.rows = [e.key in ("a", "b") for e in batch]  # both second passes loop
+        return [{"a": "阿莫西林阿莫西林阿莫西林", "b": "阿莫西林阿莫西林", "c": "布洛芬"}[e.key] for e in batch]
+
+    def score(audio, texts):
+        scored.extend(texts)
+        return [0.0] * len(texts)  # the plain model vouches for everything scored
+
+    transcribe.guard, transcribe.score = guard, score
+    items = [Example(key=k, audio="", text="") for k in "abc"]
+    audio = {k: np.zeros(1600, np.float32) for k in "abc"}
+    contexts = {k: ["阿莫西林", "布洛芬"] for k in "abc"}
+    first = {"a": "阿莫西琳", "b": "阿莫西琳阿莫西琳阿莫西琳", "c": "不落复"}
+    capped, reverted = set(), set()
+    hyps = list_pass(transcribe, items, audio, 16, "test", contexts, first, {"b"}, capped, 2.0, ["阿莫西林", "布洛芬"], reverted)
+    assert hyps == {"a": "阿莫西琳", "b": "阿莫西林阿莫西林", "c": "布洛芬"}  # a: a loop the list caused; b looped before
+    assert reverted == {"a"} and capped == {"b"}  # a's second-pass mark went with it
+    assert "阿莫西林阿莫西林阿莫西林" not in scored and "布洛芬" in scored  # a was never scored
+    # without the bonus nothing is checked: every second pass stands, with its mark
+    capped = set()
+    assert list_pass(transcribe, items, audio, 16, "test", contexts, first, {"b"}, capped)["a"] == "阿莫西林阿莫西林阿莫西林"
+    assert capped == {"a", "b"}
+    # a second pass that is sent back (b here, its score too low) takes its first pass's mark back: none for c
+    first_capped_c = set()
+    score_low = lambda audio, texts: [0.0 if t == first.get("c") else -100.0 for t in texts]  # noqa: E731
+    transcribe.score = score_low
+    capped = set()
+    hyps = list_pass(transcribe, items[2:], audio, 16, "test", contexts, first, first_capped_c, capped, 2.0, ["阿莫西林", "布洛芬"])
+    assert hyps == {"c": "不落复"} and capped == set()
 
 
 def test_the_ctranslate2_engine_scores_with_the_same_weights_through_transformers(tiny_whisper_dir, tmp_path):

@@ -241,7 +241,7 @@ class Decode(Strict):
     hotwords_max_distance: Annotated[float, Field(ge=0)] | None = None
     # with hotwords: a second-pass transcript holding terms its first pass lacks stands only if the model, given the
     # plain prompt, finds it at most this many nats a gained term token less likely than the first pass
-    # (hotwords.keeps); null = it always stands
+    # (hotwords.keeps), nor one that stopped at the max-new-tokens guard where the first did not; null = it always stands
     hotwords_bonus: Annotated[float, Field(ge=0)] | None = None
     # word timestamps beside the transcripts (whisper: transformers' cross-attention alignment), scored
     # against the test sets' reference timestamps into metrics/alignment.json

@@ -112,5 +112,6 @@ def row_log_probs(logits, targets, learned) -> list[float]:
     import torch
 
     picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
-    rows = learned.nonzero()[:, 0]  # the row of each learned position, in the order the logits hold them
-    return torch.zeros(learned.shape[0], device=picked.device).index_add_(0, rows, picked).tolist()
+    # back to (rows, positions): the logits hold the learned positions in that order; a sum per row in a fixed
+    # order (index_add_ on a GPU adds in any order, and a near-tie could then flip between runs)
+    return torch.zeros(learned.shape, device=picked.device).masked_scatter_(learned, picked).sum(dim=1).tolist()

@@ -165,16 +165,26 @@ def transcribe(model, processor, batch: list[Example], audio: list[np.ndarray], 
 def score(model, processor, audio: list[np.ndarray], texts: list[str], p, encode=None) -> list[float]:
     """Each text's log-probability given its clip after the plain prompt (no context list), teacher-forced as
     training reads a transcript: its tokens and the end token (decode.hotwords_bonus compares two transcripts so).
-    `encode` as transcribe's."""
+    A text longer than the decoder's positions (a loop, re-tokenized) gets -inf. A clip given twice (the same array)
+    is encoded once. `encode` as transcribe's."""
     tok = processor.tokenizer
     prompt = prompt_ids(tok, p.model.language, p.model.task)
     rows = [decoder_sequences(tok, text, prompt) for text in texts]
+    fits = [i for i, (ids, _) in enumerate(rows) if len(ids) <= model.config.max_target_positions]
+    out = [float("-inf")] * len(rows)
+    if not fits:
+        return out
+    clips = {id(audio[i]): audio[i] for i in fits}  # in first-seen order
+    where = {key: n for n, key in enumerate(clips)}
     encode = encode or (lambda feats: model.get_encoder()(input_features=feats).last_hidden_state)
     with torch.no_grad():
-        inputs = {"decoder_input_ids": pad_sequence([torch.tensor(ids) for ids, _ in rows], batch_first=True).to(model.device),
-                  "labels": pad_sequence([torch.tensor(labels) for _, labels in rows], batch_first=True, padding_value=-100).to(model.device)}
-        inputs["encoder_outputs"] = (encode(features(processor, audio).to(model.device, model.dtype)),)
-        return row_log_probs(*learned_logits(model, model, inputs))
+        inputs = {"decoder_input_ids": pad_sequence([torch.tensor(rows[i][0]) for i in fits], batch_first=True).to(model.device),
+                  "labels": pad_sequence([torch.tensor(rows[i][1]) for i in fits], batch_first=True, padding_value=-100).to(model.device)}
+        hidden = encode(features(processor, list(clips.values())).to(model.device, model.dtype))
+        inputs["encoder_outputs"] = (hidden[[where[id(audio[i])] for i in fits]],)
+        for i, value in zip(fits, row_log_probs(*learned_logits(model, model, inputs))):
+            out[i] = value
+    return out
 
 
 def begin_suppress(model) -> list[int]:

@@ -161,22 +161,26 @@ def list_pass(transcribe, items: list[Example], audio: dict, batch_size: int, de
     pass (`first`, and its mark in `first_capped`): an empty list is the plain prompt, which the first pass already
     decoded (again, in another batch, only its guard's length could differ). With a distance bound most general
     speech gets no list. With `bonus` (decode.hotwords_bonus), a transcript that gained terms of `terms` stands only
-    where hotwords.keeps says so; the others keep their first pass, and their keys go into `reverted`."""
+    where hotwords.keeps says so, and one that stopped at the max-new-tokens guard where its first pass did not (a loop
+    the list caused) never does; these keep their first pass (and its mark), and their keys go into `reverted`."""
     again = [e for e in items if contexts[e.key]]
     hyps = {e.key: first[e.key] for e in items if not contexts[e.key]}
-    if capped is not None:
-        capped.update(k for k in hyps if k in first_capped)
+    marked = {k for k in hyps if k in first_capped}
     if again:
-        hyps.update(decode_all(transcribe, again, audio, batch_size, desc, capped, contexts))
+        hyps.update(decode_all(transcribe, again, audio, batch_size, desc, marked, contexts))
     if bonus is not None and again:
-        for key in refused_changes(transcribe, again, audio, batch_size, first, hyps, bonus, terms or []):
+        loops = {e.key for e in again if e.key in marked and e.key not in first_capped}
+        sent_back = sorted(loops) + refused_changes(transcribe, [e for e in again if e.key not in loops], audio, batch_size, first,
+                                                    hyps, bonus, terms or [])
+        for key in sent_back:
             hyps[key] = first[key]
-            if capped is not None:
-                capped.discard(key)
-                if key in first_capped:
-                    capped.add(key)
-            if reverted is not None:
-                reverted.add(key)
+            marked.discard(key)
+            if key in first_capped:
+                marked.add(key)
+        if reverted is not None:
+            reverted.update(sent_back)
+    if capped is not None:
+        capped.update(marked)
     return hyps
 
 
