@@ -270,8 +270,8 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
                    f"{sum(not n for n in sizes)} utterances with none, which keep the plain pass)")
     if p.decode.hotwords_bonus is not None:
         n = len(reverted)
-        chosen += (f" as context; {n} transcript{'s' if n != 1 else ''} whose gained terms the audio did not support (bonus "
-                   f"{p.decode.hotwords_bonus:g} nats a term token) {'keep' if n != 1 else 'keeps'} the plain pass")
+        chosen += (f" as context; {n} transcript{'s' if n != 1 else ''} sent back to the plain pass (gained terms the model "
+                   f"finds too unlikely without the list, bonus {p.decode.hotwords_bonus:g} nats a term token, or a loop the list caused)")
     else:
         chosen += " as context"
     print(f"decode {listed} {corpus}: each utterance with {chosen}, {wall:.1f} s (RTF {wall / seconds:.3f})"
