@@ -186,8 +186,8 @@ def list_pass(transcribe, items: list[Example], audio: dict, batch_size: int, de
 
 def refused_changes(transcribe, items: list[Example], audio: dict, batch_size: int, first: dict[str, str], second: dict[str, str],
                     bonus: float, terms: list[str], every_change: bool = False) -> list[str]:
-    """The keys whose second pass gained terms that the audio does not support (hotwords.keeps): both transcripts
-    scored by the model after the plain prompt, the two of an utterance in one batch. A change that gained no term
+    """The keys whose second pass gained terms that the model, without the list, finds too unlikely (hotwords.keeps):
+    both transcripts scored by the model after the plain prompt, the two of an utterance in one batch. A change that gained no term
     stands unchecked: on val, checking those too (every_change, with no bonus for them) sent back changes that had
     helped the domain's speech more than they cost general speech (RESULTS.md)."""
     from asrtune.evaluation import hotwords
