@@ -551,3 +551,17 @@ def test_the_ctranslate2_engine_scores_with_the_same_weights_through_transformer
     hf, _ = transcriber(p.model_copy(update={"decode": p.decode.model_copy(update={"engine": "transformers"})}), tiny_whisper_dir, None)
     clips, texts = [_clip(), _clip(1.0)], ["服用阿莫西林", "CT"]
     assert runtime.startswith("ctranslate2") and ct2.score(clips, texts) == pytest.approx(hf.score(clips, texts))
+
+
+def test_scores_under_a_bf16_autocast_are_finite_and_near_float32(tiny_whisper_dir, tmp_path):
+    """The precision a GPU decodes in (bf16 autocast over float32 weights), run here on the CPU: the check's scores."""
+    from asrtune import params
+    from asrtune.stages.decode import transcriber
+
+    got = {}
+    for precision in ("fp32", "bf16"):
+        params_for(tmp_path, tiny_whisper_dir, **{"model.precision": precision})
+        run, runtime = transcriber(params.load(tmp_path / "params.yaml"), tiny_whisper_dir, None)
+        got[precision] = run.score([_clip(), _clip(1.0)], ["服用阿莫西林", "CT"])
+    assert "bfloat16 autocast" in runtime and np.isfinite(got["bf16"]).all()
+    assert got["bf16"] == pytest.approx(got["fp32"], rel=0.05)

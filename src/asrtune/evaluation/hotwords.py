@@ -19,6 +19,7 @@ a normalization change would otherwise rerun training and decoding."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from functools import lru_cache
 
 from asrtune.corpus.chatml import Example
@@ -28,11 +29,6 @@ from asrtune.evaluation.terms import occurrences
 
 def _tokens(text: str) -> list[str]:
     return tokens(text.lower())
-
-
-def _holds(seq: list[str], term: list[str]) -> bool:
-    n = len(term)
-    return n > 0 and any(seq[i : i + n] == term for i in range(len(seq) - n + 1))
 
 
 class Sampler:
@@ -50,7 +46,7 @@ class Sampler:
         if rng.random() < self.empty:
             return []
         said = _tokens(ex.text)
-        true = [t for t, k in zip(self.terms, self.keys) if _holds(said, k)]
+        true = [t for t, k in zip(self.terms, self.keys) if k and occurrences(said, [k])]
         kept = [t for t in true if rng.random() >= self.drop]
         others = [t for t in self.terms if t not in true]
         close = closest(others, ex.text, self.near) if self.near else []
@@ -116,17 +112,10 @@ def for_decoding(terms: list[str], select: int | None, first_pass: dict[str, str
 def gained(terms: list[str], first: str, second: str) -> int:
     """The term tokens the second pass holds beyond the first: per term, its occurrences in `second` (those not
     inside a longer term's, as score counts them) beyond its occurrences in `first`, times its length in tokens."""
-    keys = [k for k in dict.fromkeys(tuple(_tokens(t)) for t in terms) if k]
-    before = [0] * len(keys)
-    for k, _, _ in occurrences(_tokens(first), [list(k) for k in keys]):
-        before[k] += 1
-    total = 0
-    for k, _, _ in occurrences(_tokens(second), [list(k) for k in keys], maximal=True):
-        if before[k]:
-            before[k] -= 1
-        else:
-            total += len(keys[k])
-    return total
+    keys = [list(k) for k in dict.fromkeys(tuple(_tokens(t)) for t in terms) if k]
+    before = Counter(k for k, _, _ in occurrences(_tokens(first), keys))
+    after = Counter(k for k, _, _ in occurrences(_tokens(second), keys, maximal=True))
+    return sum(max(0, n - before[k]) * len(keys[k]) for k, n in after.items())
 
 
 def keeps(bonus: float, gained_tokens: int, second_log_prob: float, first_log_prob: float) -> bool:

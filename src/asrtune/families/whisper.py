@@ -178,10 +178,10 @@ def score(model, processor, audio: list[np.ndarray], texts: list[str], p, encode
     where = {key: n for n, key in enumerate(clips)}
     encode = encode or (lambda feats: model.get_encoder()(input_features=feats).last_hidden_state)
     with torch.no_grad():
-        inputs = {"decoder_input_ids": pad_sequence([torch.tensor(rows[i][0]) for i in fits], batch_first=True).to(model.device),
-                  "labels": pad_sequence([torch.tensor(rows[i][1]) for i in fits], batch_first=True, padding_value=-100).to(model.device)}
         hidden = encode(features(processor, list(clips.values())).to(model.device, model.dtype))
-        inputs["encoder_outputs"] = (hidden[[where[id(audio[i])] for i in fits]],)
+        inputs = collate([{"decoder_input_ids": torch.tensor(rows[i][0]), "labels": torch.tensor(rows[i][1]),
+                           "encoder_hidden": hidden[where[id(audio[i])]]} for i in fits])  # training's own batching
+        inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         for i, value in zip(fits, row_log_probs(*learned_logits(model, model, inputs))):
             out[i] = value
     return out

@@ -78,8 +78,9 @@ class Guard:
 def transcriber(p: params.Params, model_dir: Path, ct2_dir: Path | None, net=None, reuse: bool = False):
     """(transcribe(examples, waveforms) -> texts, what runs it) for decode.engine; transcribe.guard says which
     rows of its last batch stopped at the max-new-tokens guard, transcribe.score(waveforms, texts) gives each text's
-    log-probability after the plain prompt (decode.hotwords_bonus; ctranslate2: the same weights through transformers). `net`: a model in memory, float32 (the sweep's
-    interpolations, whose weights change between calls of transcribe), run through transformers as
+    log-probability after the plain prompt (decode.hotwords_bonus; ctranslate2: the same weights through transformers).
+    `net`: a model in memory, float32 (the sweep's interpolations, whose weights change between calls of transcribe), run
+    through transformers as
     precision.load_for_inference runs model_dir's; model_dir then names its chain, for the family and processor.
     `reuse`: keep Whisper's encoder outputs in the asrtune cache (transcription.encoder_reuse), for the stages that
     encode the same clips again (decode, the sweep, longform); not for a one-off transcription of a user's files."""
@@ -187,9 +188,9 @@ def list_pass(transcribe, items: list[Example], audio: dict, batch_size: int, de
 def refused_changes(transcribe, items: list[Example], audio: dict, batch_size: int, first: dict[str, str], second: dict[str, str],
                     bonus: float, terms: list[str], every_change: bool = False) -> list[str]:
     """The keys whose second pass gained terms that the model, without the list, finds too unlikely (hotwords.keeps):
-    both transcripts scored by the model after the plain prompt, the two of an utterance in one batch. A change that gained no term
-    stands unchecked: on val, checking those too (every_change, with no bonus for them) sent back changes that had
-    helped the domain's speech more than they cost general speech (RESULTS.md)."""
+    both transcripts scored by the model after the plain prompt, the two of an utterance in one batch. A change that
+    gained no term stands unchecked: on val, checking those too (every_change, with no bonus for them) sent back
+    changes that had helped the domain's speech more than they cost general speech (RESULTS.md)."""
     from asrtune.evaluation import hotwords
 
     text = {k: {1: first[k].partition("\t")[0], 2: second[k].partition("\t")[0]} for k in (e.key for e in items)}

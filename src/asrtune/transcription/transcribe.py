@@ -163,7 +163,7 @@ def transcribe_file(path: Path, transcribe, p: params.Params, terms: list[str] |
     select, bound = p.decode.hotwords_select, p.decode.hotwords_max_distance
     # decode.hotwords' rule: the whole list, or with hotwords_select k and a longer list, the k terms closest to a first
     # pass without it (within hotwords_max_distance); a segment whose list comes out empty keeps its first pass, and
-    # with hotwords_bonus one whose gained terms the audio does not support (compared with the first pass)
+    # with hotwords_bonus one whose gained terms the model, without the list, finds too unlikely against the first pass
     if not terms or hotwords.needs_first_pass(terms, select, bound, p.decode.hotwords_bonus):
         hyps = decode_all(transcribe, items, clips, p.decode.batch_size, f"decode {path.name}", capped)
     if terms:
