@@ -422,6 +422,26 @@ def test_forgetting_is_flagged_when_merged_is_clearly_worse_on_a_held_out_set(sc
     assert "heldout +0.1250" in line and "pooled over general, heldout +0.0625" in line and "general +" not in line
 
 
+def test_a_domain_test_set_counts_toward_domain_gain_not_forgetting(scored_repo):
+    """role domain_test (evaluation-only domain speech): merged worse there is no forgetting, and domain_gain pools it
+    with the domain's own test split."""
+    from conftest import in_process, params_for
+
+    refs = [f"明天下雨吗第{i}次" for i in range(30)]
+    _write_normalized(scored_repo, "clinic", "base", [(r, r) for r in refs])
+    _write_normalized(scored_repo, "clinic", "merged", [(r, r.replace("雨", "")) for r in refs])
+    alone = _scored(scored_repo)
+    params_for(scored_repo, scored_repo / "no-model-needed", **{"data.corpora.clinic": {"role": "domain_test", "source": "demo/medical.yaml"}})
+    from asrtune.stages import score
+
+    printed = in_process(scored_repo, score)
+    m = json.loads((scored_repo / "metrics/cer.json").read_text(encoding="utf-8"))
+    assert "clinic" not in m["forgetting"]["sets"] and "FORGETTING" not in printed
+    assert m["general_change"] == alone["general_change"] and "clinic" not in m["general_change_note"]
+    assert m["change"]["clinic"] == 0.125
+    assert m["domain_gain"] == round((-m["change"]["medical"] - 0.125) / 2, 4) != alone["domain_gain"]
+
+
 def test_degeneration_shares_and_ratios_per_model(scored_repo):
     """medical, 30 utterances of 12 tokens: merged loops on 3 (好的 x 10 appended: 20 inserted tokens), and stopped
     at decode's guard there; base never."""

@@ -430,6 +430,10 @@ def test_a_test_role_corpus_fixed_to_train_is_an_error(tmp_path, tiny_whisper_di
     _read_corpus(tmp_path, "ev", [("a", "A", "一", "test"), ("b", "A", "二", None), ("c", "B", "三")])
     assert "role test: all of it" in in_process(tmp_path, split, "ev")
     assert [len(rs) for rs in _splits(tmp_path, "ev").values()] == [0, 0, 3]
+    # role domain_test (the domain's speech, evaluation only): split the same way
+    params_for(tmp_path, tiny_whisper_dir, **{"data.corpora.ev": {"role": "domain_test", "source": "x"}})
+    assert "role domain_test: all of it" in in_process(tmp_path, split, "ev")
+    assert [len(rs) for rs in _splits(tmp_path, "ev").values()] == [0, 0, 3]
 
 
 def test_fixed_assignment_without_fixed_keys_is_the_old_assignment():

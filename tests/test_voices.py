@@ -157,8 +157,8 @@ def test_a_fixed_split_comes_from_a_table_column_or_a_jsonl_key_and_is_checked(t
 
 @pytest.fixture(scope="module")
 def roles_repo(data_repo, tmp_path_factory) -> Path:
-    """data_repo's data plus two role: test corpora (a few held-out eSpeak speakers; a small non-speech set)
-    through ingest, jsonl and split, then the curriculum's mix, all in this process."""
+    """data_repo's data plus two role: test corpora (a few held-out eSpeak speakers; a small non-speech set) and a
+    role: domain_test one, through ingest, jsonl and split, then the curriculum's mix, all in this process."""
     from asrtune.stages import ingest, jsonl, mix, split
 
     repo = tmp_path_factory.mktemp("roles")
@@ -170,9 +170,11 @@ def roles_repo(data_repo, tmp_path_factory) -> Path:
     corpora = {**base["data"]["corpora"],
                "heard_never": {"role": "test", "source": str(REPO / "demo/general_heldout.yaml"), "utterances": 6, "speakers": 3,
                                "voice": "espeak"},
-               "quiet": {"role": "test", "source": str(_tiny_nonspeech(repo / "nonspeech.yaml"))}}
+               "quiet": {"role": "test", "source": str(_tiny_nonspeech(repo / "nonspeech.yaml"))},
+               "clinic_never": {"role": "domain_test", "source": str(REPO / "demo/medical.yaml"), "utterances": 4, "speakers": 2,
+                                "voice": "espeak"}}
     params_for(repo, Path(base["model"]["base"]), **{"data.corpora": corpora})
-    for corpus in ("heard_never", "quiet"):
+    for corpus in ("heard_never", "quiet", "clinic_never"):
         for stage in (ingest, jsonl, split):
             in_process(repo, stage, corpus)
     for stage in base["mix"]["stages"]:
@@ -182,14 +184,15 @@ def roles_repo(data_repo, tmp_path_factory) -> Path:
 
 def test_a_test_role_corpus_is_all_test_and_never_mixed(roles_repo):
     repo = roles_repo
-    for corpus, n in (("heard_never", 6), ("quiet", 6)):
+    for corpus, n, role in (("heard_never", 6, "test"), ("quiet", 6, "test"), ("clinic_never", 4, "domain_test")):
         assert [len(read_jsonl(repo / f"data/split/{corpus}/{s}.jsonl")) for s in ("train", "val", "test")] == [0, 0, n]
         summary = json.loads((repo / f"data/split/{corpus}/summary.json").read_text(encoding="utf-8"))
-        assert summary["role"] == "test" and summary["test"]["utterances"] == n
-    voices = json.loads((repo / "data/split/heard_never/summary.json").read_text(encoding="utf-8"))["test"]["voice_parts"]
-    assert set(voices) <= set(ESPEAK_HELDOUT)  # a test corpus speaks with held-out voices only
+        assert summary["role"] == role and summary["test"]["utterances"] == n
+    for corpus in ("heard_never", "clinic_never"):
+        voices = json.loads((repo / f"data/split/{corpus}/summary.json").read_text(encoding="utf-8"))["test"]["voice_parts"]
+        assert set(voices) <= set(ESPEAK_HELDOUT)  # a test corpus speaks with held-out voices only
     mixed = [r["key"] for stage in ("s1", "s2", "s3") for s in ("train", "val") for r in read_jsonl(repo / f"data/mix/{stage}/{s}.jsonl")]
-    assert mixed and not [k for k in mixed if k.startswith(("heard_never-", "quiet-"))]
+    assert mixed and not [k for k in mixed if k.startswith(("heard_never-", "quiet-", "clinic_never-"))]
     assert {k.split("-")[0] for k in mixed} == {"general", "medical"}
     for stage in ("s1", "s2", "s3"):  # general speech in every curriculum stage
         summary = json.loads((repo / f"data/mix/{stage}/summary.json").read_text())
@@ -226,7 +229,8 @@ def test_a_nonspeech_source_must_be_a_test_or_nonspeech_corpus(tmp_path):
 @pytest.mark.parametrize("corpus, message", [
     ({"role": "domain", "source": "x", "speakers": 4, "heldout_speakers": 4}, "heldout_speakers (4) must be below speakers (4)"),
     ({"role": "test", "source": "x", "heldout_speakers": 2}, "every speaker of a role: test corpus is held out"),
-    ({"role": "evaluation", "source": "x"}, "'general', 'domain', 'test' or 'nonspeech'"),
+    ({"role": "domain_test", "source": "x", "heldout_speakers": 2}, "every speaker of a role: domain_test corpus is held out"),
+    ({"role": "evaluation", "source": "x"}, "'general', 'domain', 'test', 'domain_test' or 'nonspeech'"),
 ])
 def test_bad_corpus_params_name_the_key(tmp_path, corpus, message):
     params_for(tmp_path, Path("unused"), **{"data.corpora.c": corpus})

@@ -44,10 +44,11 @@ class Model(Strict):
 
 
 class Corpus(Strict):
-    # general | domain: split into train/val/test, train and val mixed; test: evaluation only (all of it is
-    # the test set: never split into train or val, never mixed, never trained on); nonspeech: clips with nothing
-    # to transcribe (every transcript empty), split like the others, mixed at mix.stages.<s>.nonspeech
-    role: Literal["general", "domain", "test", "nonspeech"]
+    # general | domain: split into train/val/test, train and val mixed; test | domain_test: evaluation only (all of
+    # it is the test set: never split into train or val, never mixed, never trained on), test's speech general (score
+    # counts it as forgetting), domain_test's the domain's (score counts it in domain_gain); nonspeech: clips with
+    # nothing to transcribe (every transcript empty), split like the others, mixed at mix.stages.<s>.nonspeech
+    role: Literal["general", "domain", "test", "domain_test", "nonspeech"]
     # a demo topic (demo/<topic>.yaml; or a non-speech spec, demo/nonspeech.yaml), a Kaldi dir, a folder of
     # audio + .txt, a folder of media + same-stem subtitles (.srt .vtt .ass), a .csv/.tsv, or a Fun-ASR ChatML .jsonl
     source: str
@@ -56,7 +57,7 @@ class Corpus(Strict):
     speakers: Annotated[int, Field(gt=0)] = 20  # demo only
     # demo only: how many of `speakers` have held-out voices (styles / eSpeak variants no training speaker uses);
     # they alternate val, test; the others are training speakers, all train. None = a fifth (at least 2).
-    # role test: every speaker is held out
+    # role test or domain_test: every speaker is held out
     heldout_speakers: Annotated[int, Field(ge=2)] | None = None
     voice: Literal["kokoro", "espeak"] = "kokoro"  # demo only: kokoro (neural) | espeak (robotic, fast)
     seed: int = 0  # demo only
@@ -72,11 +73,16 @@ class Corpus(Strict):
     # wrote for a demo topic (data/ingest/<c>/terms.txt), else none
     terms: str | None = None
 
+    @property
+    def evaluation_only(self) -> bool:
+        """All of it is the test set: never split into train or val, never mixed, never trained on."""
+        return self.role in ("test", "domain_test")
+
     @model_validator(mode="after")
     def _heldout(self):
         if self.heldout_speakers is not None:
-            if self.role == "test":
-                raise ValueError("heldout_speakers: every speaker of a role: test corpus is held out; drop the key")
+            if self.evaluation_only:
+                raise ValueError(f"heldout_speakers: every speaker of a role: {self.role} corpus is held out; drop the key")
             if self.heldout_speakers >= self.speakers:
                 raise ValueError(f"heldout_speakers ({self.heldout_speakers}) must be below speakers ({self.speakers}): "
                                  "the others are the training speakers")

@@ -42,14 +42,14 @@ def read_items(corpus: Corpus, fmt: str, name: str = "", max_duration: float = 3
         from asrtune.synth import nonspeech
 
         if nonspeech.is_spec(src):
-            if corpus.role not in ("test", "nonspeech"):
+            if not corpus.evaluation_only and corpus.role != "nonspeech":
                 raise UserError(f"data.corpora.{name}: {src} is a non-speech set: set role: test (evaluation only) or "
                                 "role: nonspeech (trained on, mixed at mix.stages.<s>.nonspeech)")
-            return nonspeech.read_nonspeech(src, corpus.seed, evaluation=corpus.role == "test")
+            return nonspeech.read_nonspeech(src, corpus.seed, evaluation=corpus.evaluation_only)
         from asrtune.synth.demo_corpus import read_demo
 
         return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice,
-                         heldout=corpus.heldout_speakers, test=corpus.role == "test")
+                         heldout=corpus.heldout_speakers, test=corpus.evaluation_only)
     if fmt == "kaldi":
         return read_kaldi(src)
     if fmt == "folder":

@@ -4,7 +4,7 @@ metrics/cer.json reads at a glance in `dvc metrics diff`: `cer.<corpus>.<model>`
 bootstrap interval `cer_ci95.<corpus>.<model>.lo/.hi`, `change.<corpus>` (merged - base; negative is
 better) with its paired interval `change_ci95.<corpus>.lo/.hi` and `change_significant.<corpus>`
 (the interval excludes zero), `cer_by_language.<corpus>.<model>.zh/.en` where a test set mixes
-Chinese and English, `domain_gain` (base - merged on the domain test sets; positive is better),
+Chinese and English, `domain_gain` (base - merged on the domain test sets, roles domain and domain_test; positive is better),
 `general_change` (merged - base on general speech; positive is forgetting) and
 `term_recall.<corpus>.<model>`, `b_cer` (the error rate over the reference's term tokens), `u_cer` (over the rest),
 `term_false_alarms` (the hypothesis' term occurrences the reference lacks, per utterance), each of these with its
@@ -52,6 +52,7 @@ PLOT = Path("plots/cer.csv")
 ALIGNMENT_PLOT = Path("plots/alignment.csv")  # MAE per test set and model (header only without timestamps)
 HALLUCINATION_PLOT = Path("plots/hallucination.csv")  # per non-speech test set and model (header only without one)
 HELD_OUT = ("general", "test")  # roles never trained on for the domain: where forgetting shows
+DOMAIN = ("domain", "domain_test")  # the domain's speech: where fine-tuning should gain
 REPORTS = Path("data/score")
 LANGUAGES = ("zh", "en")  # reported when a test set's references hold both; `other` (numbers, symbols) only in the reports
 TERM_KEYS = ("b_cer", "b_cer_ci95", "u_cer", "u_cer_ci95", "n_term_tokens", "term_false_alarms", "term_false_alarms_ci95",
@@ -182,7 +183,7 @@ def run() -> None:
                        "cer_ci95": _ci(rates[model] - rates[plain])}
     roles = {c: s.role for c, s in p.data.corpora.items()}
     # test sets with references only (a non-speech one has no CER change)
-    domain = [c for c, r in roles.items() if r == "domain" and c in changes]
+    domain = [c for c, r in roles.items() if r in DOMAIN and c in changes]
     general = [c for c, r in roles.items() if r in HELD_OUT and c in changes]
     metrics["domain_gain"] = _mean([-metrics["change"][c] for c in domain])
     metrics["general_change"] = _mean([metrics["change"][c] for c in general])

@@ -5,7 +5,7 @@ test utterances whose normalized transcript also occurs in train or val.
 An utterance whose manifest record has a `split` (the corpus fixes it: an official test set, the demo's
 held-out voices) goes there, and so does the rest of its split.by group; split.ratios and split.seed
 place the others (the ratios are the whole corpus's, the fixed utterances counted). A group fixed to two
-splits is an error naming both utterances. A role: test corpus is all test (train and val empty files).
+splits is an error naming both utterances. A role: test or domain_test corpus is all test (train and val empty files).
 The summary states who is in each split: every speaker with its utterance count and, for the demo, its
 voice, and the demo's voice parts (Kokoro styles, eSpeak variants) per split."""
 
@@ -37,7 +37,7 @@ def run(corpus: str) -> None:
     all_params = params.load()
     p = all_params.split
     spec = all_params.data.corpora.get(corpus)
-    test_only = spec is not None and spec.role == "test"
+    test_only = spec is not None and spec.evaluation_only
     # pass 1: only (key, speaker, normalized transcript, duration, fixed split, voice) in memory, from the manifest
     records, durations, no_speaker, fixed, voices = [], {}, 0, {}, {}
     for r in read_jsonl(paths.manifest(corpus), stage_hint=f"ingest@{corpus}"):
@@ -54,7 +54,7 @@ def run(corpus: str) -> None:
     if test_only:  # evaluation only: all of it is the test set
         trained = sorted(k for k, s in fixed.items() if s != "test")
         if trained:
-            raise UserError(f"data.corpora.{corpus}.role is test (all of it is tested), but {paths.manifest(corpus)} fixes "
+            raise UserError(f"data.corpora.{corpus}.role is {spec.role} (all of it is tested), but {paths.manifest(corpus)} fixes "
                             f"{len(trained)} utterances to train or val, e.g. {trained[0]} ({fixed[trained[0]]}): "
                             "give the corpus role domain or general to train on them")
         where = {key: "test" for key, _, _ in records}
@@ -107,7 +107,7 @@ def run(corpus: str) -> None:
     summary["role"] = spec.role if spec is not None else None
     summary["overlap"] = shared
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    how = "role test: all of it" if test_only else f"by {p.by}, ratios {list(p.ratios)}, seed {p.seed}"
+    how = f"role {spec.role}: all of it" if test_only else f"by {p.by}, ratios {list(p.ratios)}, seed {p.seed}"
     print(f"split {corpus} ({how}" + (f"; {len(fixed)} utterances' split fixed by the manifest" if fixed else "") + "):")
     for s in SPLITS:
         print(f"  {s:<5} {summary[s]['utterances']:>7} utt  {summary[s]['hours']:>8.3f} h  {summary[s]['speakers']:>4} speakers"
