@@ -106,6 +106,21 @@ def test_the_held_out_general_topic_is_new_speech_with_no_medical_term():
     assert max(openings.count(o) for o in openings) <= len(openings) / 20  # varied, not one template
 
 
+def test_the_held_out_medical_topic_is_new_speech_with_every_term():
+    medical, general = load_topic(REPO / "demo/medical.yaml"), load_topic(REPO / "demo/general.yaml")
+    general_heldout, heldout = load_topic(REPO / "demo/general_heldout.yaml"), load_topic(REPO / "demo/medical_heldout.yaml")
+    assert len(heldout.sentences) == 288 and heldout.terms == medical.terms  # the list decode.hotwords gives, scored
+    texts = [s.text for s in heldout.sentences + medical.sentences + general.sentences + general_heldout.sentences]
+    assert len({_bare(t) for t in texts}) == len(texts)  # evaluation only: no sentence of another topic
+    trained = {_bare(s.text)[i:i + 10] for s in medical.sentences + general.sentences for i in range(len(_bare(s.text)) - 9)}
+    assert not [s.text for s in heldout.sentences if any(_bare(s.text)[i:i + 10] in trained for i in range(len(_bare(s.text)) - 9))]
+    for term in medical.terms:
+        assert sum(term in s.text for s in heldout.sentences) >= 3, term
+    assert not any(re.search("[0-9]", s.text) for s in heldout.sentences)
+    openings = [s.text[:2] for s in heldout.sentences]
+    assert max(openings.count(o) for o in openings) <= len(openings) / 20
+
+
 def test_topic_errors_name_the_file_and_line(tmp_path):
     topic = tmp_path / "t.yaml"
     cases = {

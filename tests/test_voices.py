@@ -30,16 +30,17 @@ def test_shipped_demo_corpora_draw_val_and_test_voices_from_styles_training_neve
     speakers blend training styles only, every val and test speaker the held-out ones only."""
     corpora = params.load(REPO / "params.yaml").data.corpora
     demo = {name: c for name, c in corpora.items() if c.source.endswith(".yaml") and "nonspeech" not in c.source}
-    assert set(demo) == {"general", "medical", "general_heldout"} and corpora["nonspeech"].role == "test"
+    assert set(demo) == {"general", "medical", "general_heldout", "medical_heldout"} and corpora["nonspeech"].role == "test"
+    assert corpora["medical_heldout"].role == "domain_test"  # the domain's speech: domain_gain, not forgetting
     assert corpora["nonspeech_train"].role == "nonspeech"  # other clips than the test set's: trained on
     trained, tested = set(), set()
     for name, c in demo.items():
         said = []
         speakers = read_demo(REPO / c.source, c.utterances, c.speakers, c.seed, c.voice, say=said.append,
-                             heldout=c.heldout_speakers, test=c.role == "test").speakers
+                             heldout=c.heldout_speakers, test=c.evaluation_only).speakers
         assert len(speakers) == c.speakers and all(s.styles for s in speakers) and "held out" in said[0]
         splits = [s.split for s in speakers]
-        if c.role == "test":
+        if c.evaluation_only:
             assert set(splits) == {"test"}
         else:  # 32 training speakers and 8 held out, 4 each in val and test: 8:1:1 by speakers
             assert (splits.count("train"), splits.count("val"), splits.count("test")) == (32, 4, 4)
