@@ -219,10 +219,11 @@ def test_nonspeech_flows_through_ingest_jsonl_split_and_normalize(roles_repo):
     assert [(r["ref"], r["hyp"], r["missing"]) for r in rows] == [("", "嗯", False)] + [("", "", False)] * 5
 
 
-def test_a_nonspeech_source_must_be_a_test_or_nonspeech_corpus(tmp_path):
+@pytest.mark.parametrize("role", ["general", "domain_test"])  # domain_test: the domain's speech, never silence
+def test_a_nonspeech_source_must_be_a_test_or_nonspeech_corpus(tmp_path, role):
     from asrtune.stages import ingest
 
-    params_for(tmp_path, Path("unused"), **{"data.corpora.quiet": {"role": "general", "source": str(_tiny_nonspeech(tmp_path / "n.yaml"))}})
+    params_for(tmp_path, Path("unused"), **{"data.corpora.quiet": {"role": role, "source": str(_tiny_nonspeech(tmp_path / "n.yaml"))}})
     with pytest.raises(UserError, match=r"data.corpora.quiet: .*n.yaml is a non-speech set: set role: test \(evaluation only\) or role: nonspeech"):
         in_process(tmp_path, ingest, "quiet")
 

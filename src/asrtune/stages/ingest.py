@@ -42,10 +42,10 @@ def read_items(corpus: Corpus, fmt: str, name: str = "", max_duration: float = 3
         from asrtune.synth import nonspeech
 
         if nonspeech.is_spec(src):
-            if not corpus.evaluation_only and corpus.role != "nonspeech":
+            if corpus.role not in ("test", "nonspeech"):  # a domain_test corpus is the domain's speech
                 raise UserError(f"data.corpora.{name}: {src} is a non-speech set: set role: test (evaluation only) or "
                                 "role: nonspeech (trained on, mixed at mix.stages.<s>.nonspeech)")
-            return nonspeech.read_nonspeech(src, corpus.seed, evaluation=corpus.evaluation_only)
+            return nonspeech.read_nonspeech(src, corpus.seed, evaluation=corpus.role == "test")
         from asrtune.synth.demo_corpus import read_demo
 
         return read_demo(src, corpus.utterances, corpus.speakers, corpus.seed, corpus.voice,

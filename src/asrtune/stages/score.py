@@ -386,13 +386,13 @@ def _print(metrics: dict, roles: dict[str, str], score: params.Score) -> None:
     ci = _bounds
     print(f"95% intervals: {score.bootstrap} bootstrap resamples of each test set's utterances (seed {score.seed}); "
           "change: merged - base, paired (* = the interval excludes zero)")
-    print(f"{'test set':<16}{'role':<9}{'N':>6}  {'CER base [95%]':<27}{'CER merged [95%]':<27}change [95%]")
+    print(f"{'test set':<16}{'role':<12}{'N':>6}  {'CER base [95%]':<27}{'CER merged [95%]':<27}change [95%]")
     for corpus, role in roles.items():
         if corpus not in metrics["cer"]:
             continue  # no speech: no CER (its hallucination rate below)
         c, i = metrics["cer"][corpus], metrics["cer_ci95"][corpus]
         flag = "*" if metrics["change_significant"][corpus] else " "
-        print(f"{corpus:<16}{role:<9}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} "
+        print(f"{corpus:<16}{role:<12}{metrics['n'][corpus]:>6}  {c['base']:.4f} {ci(i['base']):<19} "
               f"{c['merged']:.4f} {ci(i['merged']):<19} {metrics['change'][corpus]:+.4f}{flag} {ci(metrics['change_ci95'][corpus])}")
     for corpus, by in metrics.get("cer_by_language", {}).items():
         n, i = metrics["n_by_language"][corpus], metrics["cer_by_language_ci95"][corpus]

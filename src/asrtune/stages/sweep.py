@@ -31,7 +31,7 @@ from asrtune.stages.merge import SCALE_FILE
 
 PLOT = Path("plots/merge_scale.csv")
 COLUMNS = ["scale", "domain_cer", "general_cer", "domain_gain", "general_change", "chosen"]
-ROLES = ("domain", "general")  # the roles with a val split (role test corpora are all test)
+ROLES = ("domain", "general")  # the roles with a val split (role test and domain_test corpora are all test)
 
 
 def choose(general_change: dict[float, float] | None, bound: float) -> tuple[float, str, bool]:

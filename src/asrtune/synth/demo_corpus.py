@@ -5,7 +5,7 @@ pitch; fast, for tests). The same topic file and params give the same bytes.
 
 Voices the model never heard: the speakers come in two pools. Training speakers are made of the training
 styles (kokoro) or variants (espeak) only and go to train; held-out speakers are made of the held-out ones
-only and alternate val, test (a role: test corpus has held-out speakers only, all test). Each utterance
+only and alternate val, test (a role: test or domain_test corpus has held-out speakers only, all test). Each utterance
 carries its split (the manifest's `split`, which the split stage honours) and its voice, so no val or
 test voice shares a style, or a blend component, with any training voice: what fine-tuning learns about
 the training voices cannot flatter the test sets.
@@ -193,7 +193,7 @@ def read_demo(path: Path, utterances: int | None, num_speakers: int, seed: int, 
               heldout: int | None = None, test: bool = False) -> Sized:
     """Checks the topic and picks the sentences and speakers now (the result's `speakers`); speaks them as
     the result is iterated. `heldout`: how many speakers have held-out voices (None: a fifth, at least 2);
-    `test` (a role: test corpus): all of them, every utterance fixed to test."""
+    `test` (a role: test or domain_test corpus): all of them, every utterance fixed to test."""
     topic = load_topic(path)
     rng = random.Random(f"{path.stem}:{seed}")
     chosen = pick(topic, utterances, rng, path)
