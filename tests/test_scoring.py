@@ -45,6 +45,13 @@ def test_numerals_inside_words_stay_chinese(word):
     assert normalize(word, ALL) == word
 
 
+@pytest.mark.parametrize("text", ["体温二十零度", "血压一百十十零", "他说三十零次", "十六十五"])
+def test_a_numeral_run_that_is_no_number_stays_as_written(text):
+    """A recognizer's garbled numerals (the long-form demo's base model wrote 十六十五): cn2an raised a KeyError on
+    them, which crashed longform; they are no number, so they stay Chinese and are scored as such."""
+    assert normalize(text, ALL) == text
+
+
 @pytest.mark.parametrize("a, b, expected", [
     ("D二聚体升高", "D-二聚体升高", ["d", "二", "聚", "体", "升", "高"]),   # a hyphen costs nothing
     ("复查CT一次", "复查CT，一次", ["复", "查", "ct", "1", "次"]),         # nor a comma: 一次 counts, ct1 splits

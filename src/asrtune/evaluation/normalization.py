@@ -62,7 +62,7 @@ def _is_number(text: str, start: int, end: int) -> bool:
 
 
 def _arabic(match: re.Match) -> str:
-    """The match in Arabic digits, or as it was where cn2an finds no number in it (万一, 千万)."""
+    """The match in Arabic digits, or as it was where cn2an finds no number in it (万一, 千万, 二十零)."""
     import cn2an
 
     def number(chinese: str) -> str:
@@ -76,7 +76,7 @@ def _arabic(match: re.Match) -> str:
         if match["low"]:
             return number(match["low"]) + match["to"] + number(match["high"])
         return number(match["run"])
-    except ValueError:
+    except (ValueError, KeyError):  # cn2an 0.5 raises KeyError, not its ValueError, on a run such as 二十零
         return match.group(0)
 
 
