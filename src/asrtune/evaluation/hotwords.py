@@ -109,10 +109,16 @@ def for_decoding(terms: list[str], select: int | None, first_pass: dict[str, str
     return {key: closest(terms, hyp.partition("\t")[0], k, max_distance) for key, hyp in first_pass.items()}
 
 
+@lru_cache(maxsize=8)
+def _term_keys(terms: tuple[str, ...]) -> list[list[str]]:
+    """The list's distinct terms as tokens, made once per list (gained is called per utterance)."""
+    return [list(k) for k in dict.fromkeys(tuple(_tokens(t)) for t in terms) if k]
+
+
 def gained(terms: list[str], first: str, second: str) -> int:
     """The term tokens the second pass holds beyond the first: per term, its occurrences in `second` (those not
     inside a longer term's, as score counts them) beyond its occurrences in `first`, times its length in tokens."""
-    keys = [list(k) for k in dict.fromkeys(tuple(_tokens(t)) for t in terms) if k]
+    keys = _term_keys(tuple(terms))
     before = Counter(k for k, _, _ in occurrences(_tokens(first), keys))
     after = Counter(k for k, _, _ in occurrences(_tokens(second), keys, maximal=True))
     return sum(max(0, n - before[k]) * len(keys[k]) for k, n in after.items())

@@ -269,11 +269,10 @@ def with_list(p: params.Params, model: str, corpus: str, transcribe, items: list
         sizes = [len(c) for c in contexts.values()]
         chosen += (f" within pinyin distance {bound:g} of it ({sum(sizes) / max(1, len(sizes)):.1f} terms on average, "
                    f"{sum(not n for n in sizes)} utterances with none, which keep the plain pass)")
+    chosen += " as context"
     if p.decode.hotwords_bonus is not None:
         n = len(reverted)
-        chosen += (f" as context; {n} transcript{'s' if n != 1 else ''} sent back to the plain pass (gained terms the model "
-                   f"finds too unlikely without the list, bonus {p.decode.hotwords_bonus:g} nats a term token, or a loop the list caused)")
-    else:
-        chosen += " as context"
+        chosen += (f"; {n} transcript{'s' if n != 1 else ''} sent back to the plain pass (gained terms the model finds too "
+                   f"unlikely without the list, bonus {p.decode.hotwords_bonus:g} nats a term token, or a loop the list caused)")
     print(f"decode {listed} {corpus}: each utterance with {chosen}, {wall:.1f} s (RTF {wall / seconds:.3f})"
           + (f", {len(capped)} stopped at the guard" if capped else "") + f" -> {out}")
